@@ -1,0 +1,1 @@
+"""Flower ClientApp for fedforget (thin glue over the ``fedforget`` library)."""

@@ -1,0 +1,158 @@
+"""Run configuration: one typed, validated object for every run.
+
+The Flower run config (``[tool.flwr.app.config]`` in ``pyproject.toml``, ``--run-config`` on the
+command line) uses kebab-case keys; :class:`RunConfig` holds the same values with snake_case
+attribute names. ``RunConfig.from_mapping`` validates everything up front and raises
+:class:`ConfigError` with a message that names the key, the bad value and what is allowed.
+``RunConfig.to_dict`` gives the kebab-case mapping written to ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PARTITIONINGS = ("iid", "dirichlet", "pathological")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value: the message says which key and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run (data, model, split, training, seeds, output place)."""
+
+    dataset: str = "digits"
+    data_dir: str = ""
+    model: str = "auto"
+    num_clients: int = 5
+    partitioning: str = "iid"
+    alpha: float = 0.5
+    classes_per_client: int = 2
+    aux_fraction: float = 0.2
+    holdout_fraction: float = 0.2
+    max_train_samples: int = 0
+    num_rounds: int = 5
+    local_epochs: int = 1
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    clients_per_round: int = 0
+    seed: int = 0
+    run_dir: str = ""
+    run_id: str = ""
+    checkpoint_every: int = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> RunConfig:
+        """Build a validated config from kebab-case (or snake_case) keys; unknown keys are errors."""
+        merged: dict[str, Any] = {}
+        for source in (values or {}), overrides:
+            for key, value in source.items():
+                merged[_attr_name(str(key))] = value
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in merged.items():
+            if name not in fields:
+                kebab = name.replace("_", "-")
+                close = difflib.get_close_matches(kebab, [n.replace("_", "-") for n in fields], n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"Unknown config key '{kebab}'.{hint}")
+            kwargs[name] = _coerce(name, value, fields[name].type)
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with some values changed (snake_case names)."""
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """The kebab-case mapping (what ``config.json`` stores and Flower's run config uses)."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on the first invalid value."""
+        _require(bool(self.dataset.strip()), "dataset", self.dataset, "a dataset name or csv:/npz: path")
+        _require(self.num_clients >= 1, "num-clients", self.num_clients, "an integer >= 1")
+        _require(
+            self.partitioning in PARTITIONINGS,
+            "partitioning",
+            self.partitioning,
+            f"one of {', '.join(PARTITIONINGS)}",
+        )
+        _require(self.alpha > 0, "alpha", self.alpha, "a number > 0 (Dirichlet concentration)")
+        _require(self.classes_per_client >= 1, "classes-per-client", self.classes_per_client, ">= 1")
+        _require(0 <= self.aux_fraction < 1, "aux-fraction", self.aux_fraction, "in [0, 1)")
+        _require(0 <= self.holdout_fraction < 1, "holdout-fraction", self.holdout_fraction, "in [0, 1)")
+        _require(self.max_train_samples >= 0, "max-train-samples", self.max_train_samples, ">= 0 (0 = all)")
+        _require(self.num_rounds >= 1, "num-rounds", self.num_rounds, "an integer >= 1")
+        _require(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
+        _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a number > 0")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
+        _require(self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0")
+        _require(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
+        _require(
+            0 <= self.clients_per_round <= self.num_clients,
+            "clients-per-round",
+            self.clients_per_round,
+            f"between 0 (= all) and num-clients ({self.num_clients})",
+        )
+        _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _require(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, ">= 0")
+        _require(
+            self.run_dir == "" or Path(self.run_dir).is_absolute(),
+            "run-dir",
+            self.run_dir,
+            "an absolute path (Flower runs the app from a copy, so relative paths are ambiguous)",
+        )
+        _require(
+            "/" not in self.run_id and self.run_id not in (".", ".."),
+            "run-id",
+            self.run_id,
+            "a plain folder name",
+        )
+
+    @property
+    def effective_clients_per_round(self) -> int:
+        """Clients sampled per training round (``clients-per-round`` = 0 means all)."""
+        return self.clients_per_round or self.num_clients
+
+
+def _attr_name(key: str) -> str:
+    return key.strip().replace("-", "_")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"Invalid value for '{key}': {value!r}; expected {allowed}.")
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    key = name.replace("_", "-")
+    kind = {"int": int, "float": float, "str": str}.get(str(annotation), str)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"Invalid value for '{key}': {value!r}; expected a string.")
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"Invalid value for '{key}': {value!r}; expected a number.")
+    try:
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"Invalid value for '{key}': {value!r}; expected {'an integer' if kind is int else 'a number'}."
+        ) from None

@@ -1,0 +1,1 @@
+"""Flower ServerApp for fedforget: strategy, round loop, server-side evaluation, run records."""

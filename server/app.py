@@ -1,0 +1,18 @@
+"""The fedforget ServerApp: resolve the run, write its record, run FedAvg rounds."""
+
+from __future__ import annotations
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from server.loop import run_federated_training
+from server.setup import prepare_run
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point called by the SuperLink for every run."""
+    run = prepare_run(context.run_config)
+    run_federated_training(grid, run)

@@ -1,0 +1,141 @@
+"""Run a fedforget federation as a real Flower simulation and check its run record.
+
+    python -m simulations.run                       # the demo: digits, 5 clients, 5 rounds
+    python -m simulations.run --dataset mnist --num-clients 10 --set partitioning=dirichlet alpha=0.3
+
+Starts its own SuperLink (simulation runtime) on 127.0.0.1, submits the app with ``flwr run``,
+streams the server's per-round table, stops the SuperLink by PID, and exits non-zero when the run
+failed (``flwr run`` itself exits 0 then) or left an incomplete run record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from fedforget import data
+from fedforget.config import ConfigError, RunConfig
+from fedforget.data.registry import entry, is_file_name
+from fedforget.records import RunRecord, new_run_id
+from simulations.launcher import PROJECT_ROOT, FlowerRunError, federation, submit_run
+
+
+def app_defaults() -> dict[str, Any]:
+    """The run config declared in ``pyproject.toml``."""
+    with open(PROJECT_ROOT / "pyproject.toml", "rb") as handle:
+        return dict(tomllib.load(handle)["tool"]["flwr"]["app"]["config"])
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings to a mapping; values parsed as TOML (numbers) or kept as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def resolve_run_config(overrides: Mapping[str, Any], runs_root: Path | None = None) -> dict[str, Any]:
+    """Defaults + overrides, validated, with absolute ``run-dir``/``data-dir`` and a fresh ``run-id``."""
+    values = {**app_defaults(), **overrides}
+    config = RunConfig.from_mapping(values)
+    info = data.info(config.dataset, config.data_dir or None)  # fails early on an unknown dataset
+    del info
+    changes: dict[str, Any] = {}
+    if not config.run_dir:
+        changes["run_dir"] = str((runs_root or PROJECT_ROOT / "runs").resolve())
+    if not config.run_id:
+        changes["run_id"] = new_run_id(config.dataset)
+    required = None if is_file_name(config.dataset) else entry(config.dataset).requires
+    if not config.data_dir and required:
+        changes["data_dir"] = str(data.resolve_data_root(None, required))
+    return config.replace(**changes).to_dict()
+
+
+class _TableFilter:
+    """Passes on only the server's ``[fedforget]`` lines and errors (unless verbose)."""
+
+    def __init__(self, sink: IO[str], verbose: bool) -> None:
+        self.sink, self.verbose = sink, verbose
+
+    def write(self, text: str) -> None:
+        if self.verbose or "[fedforget]" in text or "ERROR" in text or "Traceback" in text:
+            self.sink.write(text[text.find("[fedforget]") :] if "[fedforget]" in text else text)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+def check_record(record: RunRecord, num_rounds: int) -> None:
+    """Raise :class:`FlowerRunError` unless the record holds every round and a final checkpoint."""
+    missing = [n for n in ("config.json", "split.json", "metrics.jsonl") if not (record.path / n).exists()]
+    if missing:
+        raise FlowerRunError(f"run record {record.path} lacks {', '.join(missing)}")
+    rounds = {row["round"] for row in record.metrics() if row.get("phase") == "train"}
+    if rounds != set(range(1, num_rounds + 1)):
+        raise FlowerRunError(f"run record {record.path} has train rounds {sorted(rounds)}, expected 1..{num_rounds}")
+    if num_rounds not in record.checkpoints():
+        raise FlowerRunError(f"run record {record.path} lacks checkpoints/round-{num_rounds}.pt")
+
+
+def simulate(
+    run_config: Mapping[str, Any], *, stream: IO[str] | None = None, verbose: bool = False, timeout_s: float = 3600
+) -> RunRecord:
+    """Run one simulation with a fully resolved run config; returns the checked run record."""
+    num_clients = int(run_config["num-clients"])
+    sink = _TableFilter(stream, verbose) if stream is not None else None
+    with federation(simulation=True, num_supernodes=num_clients) as fed:
+        submit_run(fed, run_config, stream_to=sink, timeout_s=timeout_s)  # type: ignore[arg-type]
+    record = RunRecord(Path(run_config["run-dir"]) / str(run_config["run-id"]))
+    check_record(record, int(run_config["num-rounds"]))
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", help="registry name, csv:PATH or npz:PATH (default: digits)")
+    parser.add_argument("--num-clients", type=int)
+    parser.add_argument("--num-rounds", type=int)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="any run-config value")
+    parser.add_argument("--runs-dir", type=Path, help="where run records go (default: ./runs)")
+    parser.add_argument("--verbose", action="store_true", help="show all Flower logs")
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_assignments(args.set)
+        for key in ("dataset", "num_clients", "num_rounds"):
+            if getattr(args, key) is not None:
+                overrides[key.replace("_", "-")] = getattr(args, key)
+        run_config = resolve_run_config(overrides, args.runs_dir)
+    except (ConfigError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"[fedforget] simulating {run_config['num-clients']} clients x {run_config['num-rounds']} rounds "
+        f"on {run_config['dataset']} (model {run_config['model']})",
+        flush=True,
+    )
+    try:
+        record = simulate(run_config, stream=sys.stdout, verbose=args.verbose)
+    except FlowerRunError as error:
+        print(f"error: the Flower run failed: {error}", file=sys.stderr)
+        return 1
+    rows = [r for r in record.metrics() if r.get("phase") in ("init", "train")]
+    print(
+        f"[fedforget] done: test accuracy {rows[0]['test-accuracy']:.4f} -> {rows[-1]['test-accuracy']:.4f} "
+        f"over {len(rows) - 1} rounds"
+    )
+    print(f"[fedforget] run record: {record.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
