@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ class RunConfig:
     holdout_fraction: float = 0.2
     max_train_samples: int = 0
     num_rounds: int = 5
-    local_epochs: int = 1
+    local_epochs: int = 3
     learning_rate: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
-    batch_size: int = 32
+    batch_size: int = 16
     clients_per_round: int = 0
     seed: int = 0
     run_dir: str = ""
@@ -90,16 +91,20 @@ class RunConfig:
             self.partitioning,
             f"one of {', '.join(PARTITIONINGS)}",
         )
-        _require(self.alpha > 0, "alpha", self.alpha, "a number > 0 (Dirichlet concentration)")
+        _require(
+            0 < self.alpha < math.inf, "alpha", self.alpha, "a finite number > 0 (Dirichlet concentration)"
+        )
         _require(self.classes_per_client >= 1, "classes-per-client", self.classes_per_client, ">= 1")
         _require(0 <= self.aux_fraction < 1, "aux-fraction", self.aux_fraction, "in [0, 1)")
         _require(0 <= self.holdout_fraction < 1, "holdout-fraction", self.holdout_fraction, "in [0, 1)")
         _require(self.max_train_samples >= 0, "max-train-samples", self.max_train_samples, ">= 0 (0 = all)")
         _require(self.num_rounds >= 1, "num-rounds", self.num_rounds, "an integer >= 1")
         _require(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
-        _require(self.learning_rate > 0, "learning-rate", self.learning_rate, "a number > 0")
+        _require(
+            0 < self.learning_rate < math.inf, "learning-rate", self.learning_rate, "a finite number > 0"
+        )
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
-        _require(self.weight_decay >= 0, "weight-decay", self.weight_decay, ">= 0")
+        _require(0 <= self.weight_decay < math.inf, "weight-decay", self.weight_decay, "a finite number >= 0")
         _require(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
         _require(
             0 <= self.clients_per_round <= self.num_clients,
@@ -152,7 +157,7 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
                 raise ValueError
             return int(value)
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(
             f"Invalid value for '{key}': {value!r}; expected {'an integer' if kind is int else 'a number'}."
         ) from None

@@ -69,13 +69,13 @@ class Split:
         """The ``split.json`` document (see docs/run-record.md)."""
         return {
             **self.meta,
-            "aux_ids": self.aux_ids.tolist(),
-            "test_ids": self.test_ids.tolist(),
+            "aux-ids": self.aux_ids.tolist(),
+            "test-ids": self.test_ids.tolist(),
             "clients": [
                 {
-                    "partition_id": i,
-                    "train_ids": c.train_ids.tolist(),
-                    "holdout_ids": c.holdout_ids.tolist(),
+                    "partition-id": i,
+                    "train-ids": c.train_ids.tolist(),
+                    "holdout-ids": c.holdout_ids.tolist(),
                 }
                 for i, c in enumerate(self.clients)
             ],
@@ -84,9 +84,9 @@ class Split:
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Split:
         ids = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
-        meta = {k: v for k, v in doc.items() if k not in ("aux_ids", "test_ids", "clients")}
-        clients = tuple(ClientSplit(ids(c["train_ids"]), ids(c["holdout_ids"])) for c in doc["clients"])
-        return cls(ids(doc["aux_ids"]), clients, ids(doc["test_ids"]), meta)
+        meta = {k: v for k, v in doc.items() if k not in ("aux-ids", "test-ids", "clients")}
+        clients = tuple(ClientSplit(ids(c["train-ids"]), ids(c["holdout-ids"])) for c in doc["clients"])
+        return cls(ids(doc["aux-ids"]), clients, ids(doc["test-ids"]), meta)
 
     def dumps(self) -> str:
         return json.dumps(self.to_json())
@@ -135,13 +135,13 @@ def make_split(y_train: np.ndarray, num_test: int, config: RunConfig) -> Split:
         "seed": seed,
         "partitioning": config.partitioning,
         "alpha": config.alpha if config.partitioning == "dirichlet" else None,
-        "classes_per_client": (
+        "classes-per-client": (
             config.classes_per_client if config.partitioning == "pathological" else None
         ),
-        "aux_fraction": config.aux_fraction,
-        "holdout_fraction": config.holdout_fraction,
-        "num_train_total": n,
-        "num_pool": len(pool),
+        "aux-fraction": config.aux_fraction,
+        "holdout-fraction": config.holdout_fraction,
+        "num-train-total": n,
+        "num-pool": len(pool),
     }
     return Split(aux, tuple(clients), np.arange(num_test, dtype=np.int64), meta)
 
@@ -179,7 +179,12 @@ def _partition(ids: np.ndarray, labels: np.ndarray, config: RunConfig) -> list[n
             seed=config.seed,
         )
     partitioner.dataset = HFDataset.from_dict({"gid": ids.tolist(), "label": labels.tolist()})
-    return [np.asarray(partitioner.load_partition(i)["gid"], dtype=np.int64) for i in range(k)]
+    try:
+        return [np.asarray(partitioner.load_partition(i)["gid"], dtype=np.int64) for i in range(k)]
+    except ValueError as error:  # the partitioner's own "cannot partition this" errors
+        raise SplitError(
+            f"partitioning={config.partitioning!r} cannot split {len(ids)} samples over {k} clients: {error}"
+        ) from error
 
 
 def check_split(split: Split, num_train: int) -> None:

@@ -15,4 +15,9 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Entry point called by the SuperLink for every run."""
     run = prepare_run(context.run_config)
-    run_federated_training(grid, run)
+    try:
+        run_federated_training(grid, run)
+    except BaseException as error:
+        # Leave the reason in the record too, then let Flower mark the run as failed.
+        run.record.append_metrics({"phase": "failed", "event": "run-failed", "error": repr(error)[:2000]})
+        raise

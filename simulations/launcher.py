@@ -324,11 +324,18 @@ def submit_run(
     status = _follow(fed, run_id, start + timeout_s, stream_to)
     seconds = time.monotonic() - start
     if status != "finished:completed":
-        raise FlowerRunError(
-            f"Flower run {run_id} ended with status '{status}'.\n--- superlink log ---\n"
-            f"{fed.superlink.log_tail(60)}"
-        )
+        raise FlowerRunError(f"Flower run {run_id} ended with status '{status}'.\n{run_error_text(fed, run_id)}")
     return RunOutcome(run_id, status, seconds)
+
+
+def run_error_text(fed: Federation, run_id: int, max_lines: int = 40) -> str:
+    """The end of the run's own log (where the ServerApp's traceback is), else the SuperLink's."""
+    with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+        out = _flwr(fed, ["log", str(run_id), CONNECTION, "--show"], timeout_s=60).stdout
+        lines = [line for line in out.splitlines() if line.strip()]
+        if lines:
+            return "--- run log (last lines) ---\n" + "\n".join(lines[-max_lines:])
+    return "--- superlink log (last lines) ---\n" + fed.superlink.log_tail(max_lines)
 
 
 def _parse_run_id(stdout: str) -> int | None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from fedforget import data
+from fedforget import data, models
 from fedforget.config import ConfigError, RunConfig
 from fedforget.data.registry import entry, is_file_name
 from fedforget.records import RunRecord, new_run_id
@@ -49,15 +49,14 @@ def resolve_run_config(overrides: Mapping[str, Any], runs_root: Path | None = No
     values = {**app_defaults(), **overrides}
     config = RunConfig.from_mapping(values)
     info = data.info(config.dataset, config.data_dir or None)  # fails early on an unknown dataset
-    del info
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {"model": models.resolve_model_name(config.model, info)}
     if not config.run_dir:
         changes["run_dir"] = str((runs_root or PROJECT_ROOT / "runs").resolve())
     if not config.run_id:
         changes["run_id"] = new_run_id(config.dataset)
     required = None if is_file_name(config.dataset) else entry(config.dataset).requires
-    if not config.data_dir and required:
-        changes["data_dir"] = str(data.resolve_data_root(None, required))
+    if required:  # find the files now (clear error before any process starts), as an absolute path
+        changes["data_dir"] = str(data.resolve_data_root(config.data_dir or None, required).resolve())
     return config.replace(**changes).to_dict()
 
 

@@ -1,0 +1,111 @@
+"""The ClientApp's handlers called directly, and FedAvg aggregation against a hand computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.app import app as client_app
+from fedforget import data, models
+from fedforget.client_data import ClientData
+from fedforget.config import RunConfig
+from server.loop import make_strategy
+from server.setup import PreparedRun
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    """Messages need a task identity; Flower sets it in its own processes."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+
+
+CONFIG = RunConfig.from_mapping({"num-clients": 3, "model": "mlp", "seed": 3})
+
+
+def _train_message(state: dict[str, torch.Tensor], node_id: int = 7) -> Message:
+    content = RecordDict(
+        {"arrays": ArrayRecord(state), "config": ConfigRecord({"server-round": 2, "model": "mlp"})}
+    )
+    return Message(content, dst_node_id=node_id, message_type="train")
+
+
+def _context(partition_id: int, num_partitions: int = 3, config: RunConfig = CONFIG) -> Context:
+    return Context(
+        run_id=1,
+        node_id=7,
+        node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+        state=RecordDict(),
+        run_config=config.to_dict(),
+    )
+
+
+def test_client_trains_on_its_own_partition_and_returns_a_changed_model() -> None:
+    model = models.build_model("mlp", data.info("digits"), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reply = client_app(_train_message(before), _context(partition_id=1))
+    assert not reply.has_error(), reply.error
+    metrics = reply.content["metrics"]
+    expected = ClientData.for_partition(CONFIG, 1)
+    assert metrics["num-examples"] == len(expected.train_ids)
+    assert metrics["partition-id"] == 1
+    after = reply.content["arrays"].to_torch_state_dict()
+    assert after.keys() == before.keys()
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    assert np.isfinite(metrics["train-loss"])
+
+
+def test_client_update_is_reproducible() -> None:
+    state = models.build_model("mlp", data.info("digits"), seed=0).state_dict()
+    first = client_app(_train_message(state), _context(0)).content["arrays"].to_torch_state_dict()
+    second = client_app(_train_message(state), _context(0)).content["arrays"].to_torch_state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_client_rejects_a_node_config_that_disagrees_with_the_run() -> None:
+    state = models.build_model("mlp", data.info("digits"), seed=0).state_dict()
+    with pytest.raises(ValueError, match=r"num-partitions=4 .* num-clients=3"):
+        client_app(_train_message(state), _context(partition_id=0, num_partitions=4))
+
+
+def _reply(arrays: dict[str, np.ndarray], num_examples: int, loss: float, node_id: int) -> Message:
+    instruction = Message(RecordDict(), dst_node_id=node_id, message_type="train")
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: torch.tensor(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord({"num-examples": num_examples, "train-loss": loss}),
+        }
+    )
+    return Message(content, reply_to=instruction)
+
+
+def test_fedavg_aggregation_matches_hand_computation() -> None:
+    run = PreparedRun(CONFIG, None, None, None, None)  # type: ignore[arg-type]
+    strategy = make_strategy(run)
+    a = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32), "b": np.array([1.0], dtype=np.float32)}
+    b = {"w": np.array([[5.0, 6.0], [7.0, 8.0]], dtype=np.float32), "b": np.array([-3.0], dtype=np.float32)}
+    c = {"w": np.zeros((2, 2), dtype=np.float32), "b": np.array([10.0], dtype=np.float32)}
+    replies = [_reply(a, 10, 1.0, 1), _reply(b, 30, 2.0, 2), _reply(c, 60, 4.0, 3)]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics is not None
+    got = arrays.to_torch_state_dict()
+    # Hand computation: weights 0.1, 0.3, 0.6.
+    np.testing.assert_allclose(got["w"].numpy(), [[1.6, 2.0], [2.4, 2.8]], rtol=1e-6)
+    np.testing.assert_allclose(got["b"].numpy(), [0.1 * 1 + 0.3 * -3 + 0.6 * 10], rtol=1e-6)
+    assert metrics["train-loss"] == pytest.approx(0.1 * 1.0 + 0.3 * 2.0 + 0.6 * 4.0)
+
+
+def test_strategy_samples_clients_per_round() -> None:
+    config = RunConfig.from_mapping({"num-clients": 10, "clients-per-round": 4})
+    strategy = make_strategy(PreparedRun(config, None, None, None, None))  # type: ignore[arg-type]
+    assert strategy.fraction_train == pytest.approx(0.4)
+    assert strategy.min_train_nodes == 4 and strategy.min_available_nodes == 10
+
+
+def test_pyproject_run_config_matches_runconfig_defaults() -> None:
+    """Flower's run config (pyproject) and RunConfig must declare the same keys and defaults."""
+    from simulations.run import app_defaults
+
+    assert app_defaults() == RunConfig().to_dict()

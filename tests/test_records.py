@@ -1,0 +1,205 @@
+"""Tests for run records (fedforget.records)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedforget.config import RunConfig
+from fedforget.data import load_dataset
+from fedforget.models import build
+from fedforget.records import RunRecord
+from fedforget.splits import make_split
+
+
+def _config(tmp_path: Path, **changes: object) -> RunConfig:
+    values = {"dataset": "digits", "model": "mlp", "num-clients": 3, "seed": 4, "run-id": "run-a"}
+    return RunConfig.from_mapping({**values, "run-dir": str(tmp_path), **changes})
+
+
+def _no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.rglob(".*") if p.is_file()]
+
+
+def test_create_writes_config_json_with_every_key_and_the_environment(tmp_path: Path) -> None:
+    config = _config(tmp_path, alpha=0.7, **{"learning-rate": 0.01})
+    record = RunRecord.create(config, environment={"flwr": "9.9.9", "host": "test"})
+    assert record.path == (tmp_path / "run-a").resolve()
+    assert (record.path / "checkpoints").is_dir()
+    assert (record.path / "config.json").is_file()
+
+    doc = json.loads((record.path / "config.json").read_text())
+    assert set(doc) == set(config.to_dict()) | {"environment"}
+    assert all("_" not in key for key in doc)
+    for key, value in config.to_dict().items():
+        assert doc[key] == value, key
+    env = doc["environment"]
+    assert env["python"] == platform.python_version()
+    assert env["torch"] == torch.__version__
+    assert env["flwr"] == "9.9.9" and env["host"] == "test"
+    assert env["created"][:4].isdigit()
+    # Reading back gives the same config; the environment is not part of it.
+    assert record.config() == config
+    assert record.metrics() == []
+    assert record.checkpoints() == {}
+    assert _no_temp_files(record.path)
+
+
+def test_create_never_overwrites_an_existing_record(tmp_path: Path) -> None:
+    first = RunRecord.create(_config(tmp_path))
+    before = (first.path / "config.json").read_bytes()
+    with pytest.raises(FileExistsError, match="run-a"):
+        RunRecord.create(_config(tmp_path, seed=99))
+    assert (first.path / "config.json").read_bytes() == before
+    assert first.config().seed == 4
+    # Another run id in the same run-dir is fine.
+    second = RunRecord.create(_config(tmp_path, **{"run-id": "run-b"}))
+    assert second.path != first.path
+    assert second.config().run_id == "run-b"
+
+
+def test_metrics_are_appended_in_order_with_nan_as_null(tmp_path: Path) -> None:
+    record = RunRecord.create(_config(tmp_path))
+    rows = [
+        {"round": 1, "event": "fit", "loss": 0.5, "accuracy": np.float32(0.25)},
+        {"round": 2, "event": "evaluate", "loss": float("nan"), "per_client": [1.0, float("inf"), 2]},
+        {
+            "round": 3,
+            "event": "fit",
+            "nested": {"a": -float("inf"), "b": np.int64(7)},
+            "t": torch.tensor(1.5),
+        },
+    ]
+    for row in rows:
+        record.append_metrics(row)
+
+    lines = (record.path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    assert "NaN" not in lines[1] and "Infinity" not in lines[1]
+    assert "null" in lines[1]
+    got = record.metrics()
+    assert [r["round"] for r in got] == [1, 2, 3]
+    assert got[0] == {"round": 1, "event": "fit", "loss": 0.5, "accuracy": 0.25}
+    assert got[1] == {"round": 2, "event": "evaluate", "loss": None, "per_client": [1.0, None, 2]}
+    assert got[2] == {"round": 3, "event": "fit", "nested": {"a": None, "b": 7}, "t": 1.5}
+    assert type(got[2]["nested"]["b"]) is int
+
+    # Appending more keeps the earlier lines; a reopened record reads the same rows.
+    record.append_metrics({"round": 4})
+    reopened = RunRecord(record.path)
+    assert reopened.metrics() == [*got, {"round": 4}]
+
+
+def test_split_round_trip(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    dataset = load_dataset("digits")
+    split = make_split(dataset.y_train, len(dataset.y_test), config)
+    record = RunRecord.create(config)
+    path = record.write_split(split)
+    assert path == record.path / "split.json"
+    back = record.split()
+    assert back.to_json() == split.to_json()
+    np.testing.assert_array_equal(back.aux_ids, split.aux_ids)
+    for a, b in zip(back.clients, split.clients, strict=True):
+        np.testing.assert_array_equal(a.train_ids, b.train_ids)
+        np.testing.assert_array_equal(a.holdout_ids, b.holdout_ids)
+    assert _no_temp_files(record.path)
+
+
+def test_checkpoints_round_trip_through_load_model(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    record = RunRecord.create(config)
+    x = torch.from_numpy(np.array(load_dataset("digits").x_test[:20]))
+
+    model = build(config)
+    states, outputs = {}, {}
+    for server_round in (1, 2, 10):
+        with torch.no_grad():  # a distinct set of weights per round
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        record.save_checkpoint(server_round, model.state_dict())
+        states[server_round] = {k: v.clone() for k, v in model.state_dict().items()}
+        model.eval()
+        with torch.no_grad():
+            outputs[server_round] = model(x)
+
+    assert list(record.checkpoints()) == [1, 2, 10]  # numeric order, not "1, 10, 2"
+    assert (record.path / "checkpoints" / "round-10.pt").is_file()
+    assert _no_temp_files(record.path)
+
+    for server_round in (1, 2, 10):
+        state = record.load_checkpoint(server_round)
+        assert state.keys() == states[server_round].keys()
+        assert all(torch.equal(state[k], states[server_round][k]) for k in state)
+        loaded = record.load_model(server_round)
+        loaded.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), outputs[server_round], rtol=0, atol=0)
+
+    # Default: the last round (10), not the last one written or the lexically last file.
+    last = record.load_checkpoint()
+    assert all(torch.equal(last[k], states[10][k]) for k in last)
+    with torch.no_grad():
+        torch.testing.assert_close(record.load_model().eval()(x), outputs[10], rtol=0, atol=0)
+    assert not torch.equal(outputs[1], outputs[10])
+
+
+def test_missing_checkpoints_raise_file_not_found(tmp_path: Path) -> None:
+    record = RunRecord.create(_config(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        record.load_checkpoint()
+    model = build(record.config())
+    record.save_checkpoint(1, model.state_dict())
+    record.save_checkpoint(3, model.state_dict())
+    with pytest.raises(FileNotFoundError, match=r"round 2; have \[1, 3\]"):
+        record.load_checkpoint(2)
+    with pytest.raises(FileNotFoundError):
+        record.load_model(4)
+
+
+def test_saving_a_checkpoint_again_replaces_it(tmp_path: Path) -> None:
+    record = RunRecord.create(_config(tmp_path))
+    model = build(record.config())
+    record.save_checkpoint(1, model.state_dict())
+    zeroed = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    record.save_checkpoint(1, zeroed)
+    assert all(not v.any() for v in record.load_checkpoint(1).values())
+    assert list((record.path / "checkpoints").iterdir()) == [record.path / "checkpoints" / "round-1.pt"]
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path)
+    record = RunRecord.create(config)
+    before = (record.path / "config.json").read_bytes()
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        record.write_json("config.json", {"dataset": "broken"})
+    with pytest.raises(OSError, match="disk full"):
+        record.save_checkpoint(1, build(config).state_dict())
+    monkeypatch.undo()
+
+    assert (record.path / "config.json").read_bytes() == before
+    assert record.checkpoints() == {}
+    assert sorted(p.name for p in record.path.rglob("*")) == ["checkpoints", "config.json"]
+
+
+def test_run_dir_from_environment_when_config_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDFORGET_RUNS", str(tmp_path / "env-runs"))
+    config = RunConfig.from_mapping({"dataset": "digits", "run-id": "from-env"})
+    record = RunRecord.create(config)
+    assert record.path == (tmp_path / "env-runs" / "from-env").resolve()
+    assert (record.path / "config.json").is_file()
