@@ -378,7 +378,7 @@ def _follow(fed: Federation, run_id: int, deadline: float, stream_to: IO[str] | 
                 break
             if not fed.superlink.alive():
                 return f"superlink died ({status})"
-            time.sleep(1.0)
+            time.sleep(2.0)  # each poll starts a `flwr` CLI process: keep it cheap on small machines
         else:
             _flwr(fed, ["stop", str(run_id), CONNECTION], timeout_s=60)
             return f"timed out ({status})"

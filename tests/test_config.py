@@ -254,7 +254,7 @@ _pairs = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_pairs, max_size=len(FIELDS)).map(dict))
 @example({"alpha": 10**400})
 @example({"learning-rate": float("inf")})

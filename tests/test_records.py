@@ -119,7 +119,7 @@ def test_checkpoints_round_trip_through_load_model(tmp_path: Path) -> None:
 
     model = build(config)
     states, outputs = {}, {}
-    for server_round in (1, 2, 10):
+    for server_round in (1, 10, 2):  # written out of order
         with torch.no_grad():  # a distinct set of weights per round
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))

@@ -49,13 +49,15 @@ def _make(source: str, **changes: object) -> Split:
 
 
 @functools.cache
-def _cached(source: str, items: tuple[tuple[str, object], ...]) -> Split:
-    return _make(source, **dict(items))
+def _cached(source: str, config: RunConfig) -> Split:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return make_split(_labels(source), NUM_TEST, config)
 
 
 def _split(source: str, **changes: object) -> Split:
     """A split shared between tests (treat it as read-only)."""
-    return _cached(source, tuple(sorted(changes.items())))
+    return _cached(source, _config(**changes))
 
 
 def _parts(split: Split) -> list[np.ndarray]:
