@@ -24,9 +24,23 @@ def split_for(config: RunConfig) -> Split:
     return make_split(dataset.y_train, len(dataset.y_test), _split_key(config))
 
 
+SPLIT_FIELDS = (
+    "dataset",
+    "data_dir",
+    "num_clients",
+    "partitioning",
+    "alpha",
+    "classes_per_client",
+    "aux_fraction",
+    "holdout_fraction",
+    "max_train_samples",
+    "seed",
+)
+
+
 def _split_key(config: RunConfig) -> RunConfig:
-    """The config with the fields that do not affect the split normalised (better cache hits)."""
-    return config.replace(num_rounds=1, run_id="", run_dir="", model="auto", local_epochs=1)
+    """A config holding only the fields the split depends on (better cache hits)."""
+    return RunConfig(**{name: getattr(config, name) for name in SPLIT_FIELDS})
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,3 +70,30 @@ class ClientData:
             dataset.x_train[part.holdout_ids],
             dataset.y_train[part.holdout_ids],
         )
+
+    def withdrawn(self, config: RunConfig, server_round: int) -> dict[str, np.ndarray]:
+        """Request id -> global ids this client has withdrawn before ``server_round`` (schedule)."""
+        from fedforget.withdrawals import due, resolve_ids
+
+        return {
+            r.request_id: resolve_ids(r, self.train_ids, self.y_train, config.seed)
+            for r in due(config.withdrawal_requests, server_round, self.partition_id)
+        }
+
+    def without(self, ids: np.ndarray) -> ClientData:
+        """This client's data with the training samples ``ids`` removed (tombstoned)."""
+        keep = ~np.isin(self.train_ids, ids)
+        return dataclasses.replace(
+            self, train_ids=self.train_ids[keep], x_train=self.x_train[keep], y_train=self.y_train[keep]
+        )
+
+    def subset(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, x, y)`` of some of this client's *training* samples; other ids are an error."""
+        ids = np.asarray(ids, dtype=np.int64)
+        position = np.searchsorted(self.train_ids, ids)
+        valid = (position < len(self.train_ids)) & (
+            self.train_ids[np.minimum(position, len(self.train_ids) - 1)] == ids
+        )
+        if not valid.all():
+            raise ValueError(f"client {self.partition_id} does not hold ids {ids[~valid][:5].tolist()}")
+        return ids, self.x_train[position], self.y_train[position]

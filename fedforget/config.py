@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 PARTITIONINGS = ("iid", "dirichlet", "pathological")
+ORACLES = ("shokri", "lira")
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,11 @@ class RunConfig:
     run_dir: str = ""
     run_id: str = ""
     checkpoint_every: int = 0
+    withdrawals: str = ""
+    oracle: str = "shokri"
+    num_shadows: int = 4
+    shadow_epochs: int = 0
+    log_messages: int = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -113,7 +119,19 @@ class RunConfig:
             f"between 0 (= all) and num-clients ({self.num_clients})",
         )
         _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _require(self.log_messages in (0, 1), "log-messages", self.log_messages, "0 or 1")
         _require(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, ">= 0")
+        _require(self.oracle in ORACLES, "oracle", self.oracle, f"one of {', '.join(ORACLES)}")
+        _require(self.num_shadows >= 2, "num-shadows", self.num_shadows, "an integer >= 2")
+        _require(
+            self.shadow_epochs >= 0, "shadow-epochs", self.shadow_epochs, ">= 0 (0 = as the global model)"
+        )
+        from fedforget.withdrawals import WithdrawalError, check_schedule, parse_schedule
+
+        try:
+            check_schedule(parse_schedule(self.withdrawals), self.num_clients, self.num_rounds)
+        except WithdrawalError as error:
+            raise ConfigError(f"Invalid value for 'withdrawals': {error}") from None
         _require(
             self.run_dir == "" or Path(self.run_dir).is_absolute(),
             "run-dir",
@@ -126,6 +144,19 @@ class RunConfig:
             self.run_id,
             "a plain folder name",
         )
+
+    @property
+    def withdrawal_requests(self) -> tuple:  # tuple[WithdrawalRequest, ...]
+        """The parsed ``withdrawals`` schedule."""
+        from fedforget.withdrawals import parse_schedule
+
+        return parse_schedule(self.withdrawals)
+
+    @property
+    def effective_shadow_epochs(self) -> int:
+        """Epochs a shadow model trains: ``shadow-epochs``, or as many as a client's data sees
+        over the run (``num-rounds x local-epochs``, at most 50)."""
+        return self.shadow_epochs or min(50, self.num_rounds * self.local_epochs)
 
     @property
     def effective_clients_per_round(self) -> int:

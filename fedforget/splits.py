@@ -135,13 +135,13 @@ def make_split(y_train: np.ndarray, num_test: int, config: RunConfig) -> Split:
         "seed": seed,
         "partitioning": config.partitioning,
         "alpha": config.alpha if config.partitioning == "dirichlet" else None,
-        "classes-per-client": (
-            config.classes_per_client if config.partitioning == "pathological" else None
-        ),
+        "classes-per-client": (config.classes_per_client if config.partitioning == "pathological" else None),
         "aux-fraction": config.aux_fraction,
         "holdout-fraction": config.holdout_fraction,
         "num-train-total": n,
         "num-pool": len(pool),
+        # Pathological partitioning may leave whole classes to no client: those ids are unused.
+        "unassigned-ids": np.setdiff1d(rest, np.concatenate(parts)).tolist(),
     }
     return Split(aux, tuple(clients), np.arange(num_test, dtype=np.int64), meta)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from server.audit import AuditedGrid
 from server.loop import run_federated_training
 from server.setup import prepare_run
 
@@ -15,6 +16,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Entry point called by the SuperLink for every run."""
     run = prepare_run(context.run_config)
+    if run.config.log_messages:
+        grid = AuditedGrid(grid, run.record.path / "messages")  # type: ignore[assignment]
     try:
         run_federated_training(grid, run)
     except BaseException as error:

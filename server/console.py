@@ -15,6 +15,9 @@ COLUMNS = (
     ("test-loss", "test loss", "{:>9.4f}"),
     ("train-loss", "train loss", "{:>10.4f}"),
     ("clients", "clients", "{:>7}"),
+    ("forget-accuracy", "forget acc", "{:>10.4f}"),
+    ("fr", "FR", "{:>6.3f}"),
+    ("attack-auc", "MIA AUC", "{:>7.3f}"),
     ("seconds", "seconds", "{:>7.2f}"),
 )
 
@@ -43,6 +46,9 @@ class RoundTable:
             else:
                 cells.append(fmt.format(value))
         self._emit("[fedforget] " + " ".join(cells))
+
+    def print_event(self, text: str) -> None:
+        self._emit(f"[fedforget] * {text}")
 
     def print_footer(self) -> None:
         self._emit(f"[fedforget] finished; run record: {self.record_path}")

@@ -16,6 +16,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedforget import training
 from server.console import RoundTable
+from server.evaluator import ForgettingEvaluator
 from server.setup import PreparedRun
 
 REPLY_TIMEOUT_S = 3600.0
@@ -55,8 +56,29 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
     table.print_row(row)
     record.save_checkpoint(0, run.model.state_dict())
 
+    evaluator = ForgettingEvaluator(run) if config.withdrawal_requests else None
+
     for server_round in range(1, config.num_rounds + 1):
         start = time.perf_counter()
+        if evaluator is not None:
+            new = evaluator.poll(grid, server_round)
+            if new:
+                # The model before unlearning: what the forget set's B_T / B_F are measured on.
+                before = evaluator.record_before(grid, arrays, server_round, new)
+                event = {
+                    "round": server_round - 1,
+                    "phase": "withdrawal",
+                    "event": "request-received",
+                    "request-ids": [r.request_id for r in new],
+                    "num-forget": sum(len(r.ids) for r in new),
+                    **evaluate_global(run, arrays),
+                    **before,
+                }
+                record.append_metrics(event)
+                table.print_event(
+                    f"withdrawal {', '.join(r.request_id for r in new)}: {event['num-forget']} samples; "
+                    f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
+                )
         train_config = ConfigRecord({"model": config.model})
         replies = list(
             grid.send_and_receive(
@@ -76,14 +98,20 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
             "train-loss": float(train_metrics["train-loss"]) if train_metrics else float("nan"),
             "clients": len(replies) - len(failures),
             "failures": len(failures),
-            "seconds": time.perf_counter() - start,
         }
+        if evaluator is not None:
+            row.update(evaluator.measure(grid, arrays, server_round))
+        row["seconds"] = time.perf_counter() - start
         record.append_metrics(row)
         table.print_row(row)
         last = server_round == config.num_rounds
         if last or (config.checkpoint_every and server_round % config.checkpoint_every == 0):
             record.save_checkpoint(server_round, arrays.to_torch_state_dict())
 
+    if evaluator is not None:
+        for request in evaluator.requests.values():
+            request.outcome = "tombstoned"  # excluded from all later training on its client
+        evaluator.write_withdrawals()
     record.append_metrics({"round": config.num_rounds, "phase": "done", "event": "run-finished"})
     table.print_footer()
     return arrays

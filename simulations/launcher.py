@@ -134,7 +134,9 @@ def wait_for_port(port: int, process: ManagedProcess, timeout_s: float = 60.0) -
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.2)
-    raise FlowerRunError(f"{process.name} did not open port {port} in {timeout_s:.0f}s:\n{process.log_tail()}")
+    raise FlowerRunError(
+        f"{process.name} did not open port {port} in {timeout_s:.0f}s:\n{process.log_tail()}"
+    )
 
 
 @dataclasses.dataclass
@@ -207,7 +209,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def _write_connection(flwr_home: Path, control_port: int, options: Mapping[str, Any], tls: TLSFiles | None) -> None:
+def _write_connection(
+    flwr_home: Path, control_port: int, options: Mapping[str, Any], tls: TLSFiles | None
+) -> None:
     lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]"]
     lines.append(f'address = "127.0.0.1:{control_port}"')
     if tls is None:
@@ -324,7 +328,9 @@ def submit_run(
     status = _follow(fed, run_id, start + timeout_s, stream_to)
     seconds = time.monotonic() - start
     if status != "finished:completed":
-        raise FlowerRunError(f"Flower run {run_id} ended with status '{status}'.\n{run_error_text(fed, run_id)}")
+        raise FlowerRunError(
+            f"Flower run {run_id} ended with status '{status}'.\n{run_error_text(fed, run_id)}"
+        )
     return RunOutcome(run_id, status, seconds)
 
 

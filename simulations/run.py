@@ -21,6 +21,7 @@ from fedforget import data, models
 from fedforget.config import ConfigError, RunConfig
 from fedforget.data.registry import entry, is_file_name
 from fedforget.records import RunRecord, new_run_id
+from fedforget.splits import SplitError
 from simulations.launcher import PROJECT_ROOT, FlowerRunError, federation, submit_run
 
 
@@ -81,13 +82,19 @@ def check_record(record: RunRecord, num_rounds: int) -> None:
         raise FlowerRunError(f"run record {record.path} lacks {', '.join(missing)}")
     rounds = {row["round"] for row in record.metrics() if row.get("phase") == "train"}
     if rounds != set(range(1, num_rounds + 1)):
-        raise FlowerRunError(f"run record {record.path} has train rounds {sorted(rounds)}, expected 1..{num_rounds}")
+        raise FlowerRunError(
+            f"run record {record.path} has train rounds {sorted(rounds)}, expected 1..{num_rounds}"
+        )
     if num_rounds not in record.checkpoints():
         raise FlowerRunError(f"run record {record.path} lacks checkpoints/round-{num_rounds}.pt")
 
 
 def simulate(
-    run_config: Mapping[str, Any], *, stream: IO[str] | None = None, verbose: bool = False, timeout_s: float = 3600
+    run_config: Mapping[str, Any],
+    *,
+    stream: IO[str] | None = None,
+    verbose: bool = False,
+    timeout_s: float = 3600,
 ) -> RunRecord:
     """Run one simulation with a fully resolved run config; returns the checked run record."""
     num_clients = int(run_config["num-clients"])
@@ -100,7 +107,9 @@ def simulate(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", help="registry name, csv:PATH or npz:PATH (default: digits)")
     parser.add_argument("--num-clients", type=int)
     parser.add_argument("--num-rounds", type=int)
@@ -114,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, key) is not None:
                 overrides[key.replace("_", "-")] = getattr(args, key)
         run_config = resolve_run_config(overrides, args.runs_dir)
-    except (ConfigError, data.DataError) as error:
+    except (ConfigError, data.DataError, SplitError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

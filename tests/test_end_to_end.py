@@ -60,7 +60,16 @@ def test_a_failed_flower_run_fails_loudly(tmp_path: Path, capsys: pytest.Capture
     # A huge learning rate makes every client diverge: the ServerApp raises, the run is marked
     # failed, and the runner must exit non-zero although `flwr run` itself exits 0.
     code = main(
-        ["--num-clients", "2", "--num-rounds", "1", "--runs-dir", str(tmp_path), "--set", "learning-rate=1e12"]
+        [
+            "--num-clients",
+            "2",
+            "--num-rounds",
+            "1",
+            "--runs-dir",
+            str(tmp_path),
+            "--set",
+            "learning-rate=1e12",
+        ]
     )
     assert code == 1
     assert "ended with status 'finished:failed'" in capsys.readouterr().err
