@@ -22,30 +22,26 @@ oracles, ids and decisions travel; raw samples never leave the client.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.codec import ids_to_config, oracle_from_records
-from clients.context import client_setup
+from clients.context import ClientSetup, client_setup
 from fedforget import data, models, training
 from fedforget.forgetting import measure_forget_set
 
 app = ClientApp()
 
 
-def _round(msg: Message) -> int:
-    return int(msg.content["config"].get("server-round", 0))
-
-
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the received global model on this client's training samples (minus withdrawn ones)."""
+    """Train the received global model on this device's training samples (never tombstoned ones)."""
     setup = client_setup(msg, context)
-    server_round = _round(msg)
     config = setup.config
-    withdrawn = setup.data.withdrawn(config, server_round)
-    local = setup.data.without(np.concatenate(list(withdrawn.values()))) if withdrawn else setup.data
+    local = setup.device.training_data()
     model = setup.model
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     result = training.train(
@@ -57,7 +53,7 @@ def train(msg: Message, context: Context) -> Message:
         batch_size=config.batch_size,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
-        seed=config.seed * 1_000_003 + server_round * 1_009 + setup.partition_id,
+        seed=config.seed * 1_000_003 + setup.server_round * 1_009 + setup.partition_id,
     )
     metrics = MetricRecord(
         {
@@ -73,52 +69,47 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.query("requests")
 def requests(msg: Message, context: Context) -> Message:
-    """Report this client's withdrawal requests made up to the server's current round."""
+    """Report this device's withdrawal requests (every state) and the global ids of each."""
     setup = client_setup(msg, context)
-    server_round = _round(msg)
-    due = [
-        r
-        for r in setup.config.withdrawal_requests
-        if r.client == setup.partition_id and r.round <= server_round
-    ]
-    withdrawn = setup.data.withdrawn(setup.config, server_round)
+    stored = setup.device.store.all()
     summary = ConfigRecord(
         {
             "partition-id": setup.partition_id,
-            "request-ids": [r.request_id for r in due],
-            "grains": [r.grain for r in due],
-            "rounds": [r.round for r in due],
+            "request-ids": [r.request_id for r in stored],
+            "grains": [r.grain for r in stored],
+            "states": [r.state for r in stored],
         }
     )
-    content = RecordDict({"requests": summary, "ids": ids_to_config(withdrawn)})
-    return Message(content=content, reply_to=msg)
+    ids = ids_to_config({r.request_id: r.ids for r in stored})
+    return Message(content=RecordDict({"requests": summary, "ids": ids}), reply_to=msg)
 
 
 @app.query("membership")
 def membership(msg: Message, context: Context) -> Message:
-    """Judge this client's forget set with the server's oracle, locally; return decisions only."""
+    """Judge this device's forget set with the server's oracle, locally; return decisions only."""
     setup = client_setup(msg, context)
     config = msg.content["config"]
     wanted = [str(r) for r in config.get("request-ids", [])]
-    withdrawn = setup.data.withdrawn(setup.config, _round(msg))
-    unknown = sorted(set(wanted) - set(withdrawn))
-    if unknown or not wanted:
-        raise ValueError(f"client {setup.partition_id} has no withdrawal request(s) {unknown or wanted}")
-    forget_ids = np.unique(np.concatenate([withdrawn[r] for r in wanted]))
+    if not wanted:
+        raise ValueError("membership query names no request")
+    device = setup.device
     model = setup.model
     model.load_state_dict(msg.content["model"].to_torch_state_dict())
-    info = data.load(setup.config).info
-    model_name = str(config.get("model", setup.config.model))
-    factory = lambda: models.build_model(models.resolve_model_name(model_name, info), info)  # noqa: E731
-    oracle = oracle_from_records(msg.content["oracle"], msg.content["oracle-config"], factory)
-    retained = setup.data.without(np.concatenate(list(withdrawn.values())))
+    oracle = oracle_from_records(msg.content["oracle"], msg.content["oracle-config"], _factory(setup, config))
+    retained = device.training_data()
     report = measure_forget_set(
         model,
         oracle,
-        forget=setup.data.subset(forget_ids),
-        reference=(setup.data.x_holdout, setup.data.y_holdout),
+        forget=device.forget_set(wanted),
+        reference=device.reference_set(),
         retain=(retained.x_train, retained.y_train),
     )
     decisions = ConfigRecord({"ids": [int(i) for i in report.ids], "member": [int(m) for m in report.member]})
     metrics = MetricRecord({**report.metrics(), "partition-id": setup.partition_id})
     return Message(content=RecordDict({"decisions": decisions, "metrics": metrics}), reply_to=msg)
+
+
+def _factory(setup: ClientSetup, config: ConfigRecord) -> Callable[[], torch.nn.Module]:
+    info = data.load(setup.config).info
+    name = models.resolve_model_name(str(config.get("model", setup.config.model)), info)
+    return lambda: models.build_model(name, info)

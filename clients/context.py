@@ -8,16 +8,17 @@ import torch
 from flwr.app import Context, Message
 
 from fedforget import data, models
-from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
+from fedforget.device import Device, default_store_path
 
 
 @dataclasses.dataclass(frozen=True)
 class ClientSetup:
     config: RunConfig
     partition_id: int
-    data: ClientData
+    device: Device
     model: torch.nn.Module
+    server_round: int
 
 
 def partition_of(context: Context, config: RunConfig) -> int:
@@ -35,11 +36,29 @@ def partition_of(context: Context, config: RunConfig) -> int:
     return partition_id
 
 
+def store_path(context: Context, config: RunConfig, msg_config: dict, partition_id: int) -> str:
+    """The device's request store: ``request-store`` in the node config, else inside the run record."""
+    if "request-store" in context.node_config:
+        return str(context.node_config["request-store"])
+    run_id = str(msg_config.get("run-id", config.run_id))
+    if not run_id:
+        raise ValueError("the server sent no run-id and the node config names no request-store")
+    return str(default_store_path(config, run_id, partition_id))
+
+
 def client_setup(msg: Message, context: Context) -> ClientSetup:
-    """Resolve config, partition, data and an (untrained) model of the run's architecture."""
+    """Resolve config, partition, device (data + request store) and a model of the run's architecture.
+
+    Schedule entries due by the message's round are copied into the device's store first, so a
+    withdrawn sample is never trained on from the round of its request on.
+    """
     config = RunConfig.from_mapping(context.run_config)
-    model_name = str(msg.content["config"].get("model", config.model))
+    msg_config = dict(msg.content["config"]) if "config" in msg.content else {}
+    model_name = str(msg_config.get("model", config.model))
+    server_round = int(msg_config.get("server-round", 0))
     partition_id = partition_of(context, config)
     info = data.load(config).info
     model = models.build_model(models.resolve_model_name(model_name, info), info, seed=config.seed)
-    return ClientSetup(config, partition_id, ClientData.for_partition(config, partition_id), model)
+    device = Device.open(config, partition_id, store_path(context, config, msg_config, partition_id))
+    device.sync_schedule(server_round)
+    return ClientSetup(config, partition_id, device, model, server_round)

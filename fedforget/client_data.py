@@ -71,15 +71,6 @@ class ClientData:
             dataset.y_train[part.holdout_ids],
         )
 
-    def withdrawn(self, config: RunConfig, server_round: int) -> dict[str, np.ndarray]:
-        """Request id -> global ids this client has withdrawn before ``server_round`` (schedule)."""
-        from fedforget.withdrawals import due, resolve_ids
-
-        return {
-            r.request_id: resolve_ids(r, self.train_ids, self.y_train, config.seed)
-            for r in due(config.withdrawal_requests, server_round, self.partition_id)
-        }
-
     def without(self, ids: np.ndarray) -> ClientData:
         """This client's data with the training samples ``ids`` removed (tombstoned)."""
         keep = ~np.isin(self.train_ids, ids)

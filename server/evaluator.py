@@ -24,12 +24,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from fedforget.metrics import forgetting_rate
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from clients.codec import oracle_to_records
 from fedforget import models
+from fedforget.metrics import forgetting_rate
 from fedforget.mia import MembershipOracle, fit_oracle
 from server.setup import PreparedRun
 
@@ -112,13 +112,14 @@ class ForgettingEvaluator:
     def _model_factory(self):  # noqa: ANN202 - Callable[[], nn.Module]
         return models.build_model(self.run.config.model, self.run.dataset.info)
 
+    def message_config(self, server_round: int) -> dict[str, Any]:
+        return message_config(self.run, server_round)
+
     # ------------------------------------------------------------------ requests
     def poll(self, grid: Grid, server_round: int) -> list[KnownRequest]:
         """Ask every client for its requests; return the ones the server did not know yet."""
         node_ids = list(grid.get_node_ids())
-        content = RecordDict(
-            {"config": ConfigRecord({"server-round": server_round, "model": self.run.config.model})}
-        )
+        content = RecordDict({"config": ConfigRecord(self.message_config(server_round))})
         messages = [
             Message(content, dst_node_id=n, message_type=f"{MessageType.QUERY}.requests") for n in node_ids
         ]
@@ -126,17 +127,17 @@ class ForgettingEvaluator:
         for reply in _checked(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT_S), "query.requests"):
             summary, ids = reply.content["requests"], reply.content["ids"]
             partition = int(summary["partition-id"])
-            for rid, grain, round_ in zip(
-                summary["request-ids"], summary["grains"], summary["rounds"], strict=True
+            for rid, grain, state in zip(
+                summary["request-ids"], summary["grains"], summary["states"], strict=True
             ):
-                if rid in self.requests:
+                if rid in self.requests or state == "rejected":
                     continue
                 known = KnownRequest(
                     str(rid),
                     partition,
                     reply.metadata.src_node_id,
                     str(grain),
-                    int(round_),
+                    server_round,
                     np.asarray(ids[rid], dtype=np.int64),
                 )
                 self.requests[known.request_id] = known
@@ -167,11 +168,7 @@ class ForgettingEvaluator:
                     "oracle": oracle_arrays,
                     "oracle-config": oracle_config,
                     "config": ConfigRecord(
-                        {
-                            "server-round": server_round,
-                            "model": self.run.config.model,
-                            "request-ids": [r.request_id for r in items],
-                        }
+                        {**self.message_config(server_round), "request-ids": [r.request_id for r in items]}
                     ),
                 }
             )
@@ -226,6 +223,11 @@ class ForgettingEvaluator:
             "num-forget": fr.n,
             **{k: v for k, v in result.items() if k != "decisions"},
         }
+
+
+def message_config(run: PreparedRun, server_round: int) -> dict[str, Any]:
+    """What every message to a client carries: the round, the resolved model and the run id."""
+    return {"server-round": server_round, "model": run.config.model, "run-id": run.config.run_id}
 
 
 def _weighted(values: list[tuple[float, float]]) -> float:

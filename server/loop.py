@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedforget import training
 from server.console import RoundTable
-from server.evaluator import ForgettingEvaluator
+from server.evaluator import ForgettingEvaluator, message_config
 from server.setup import PreparedRun
 
 REPLY_TIMEOUT_S = 3600.0
@@ -56,7 +56,8 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
     table.print_row(row)
     record.save_checkpoint(0, run.model.state_dict())
 
-    evaluator = ForgettingEvaluator(run) if config.withdrawal_requests else None
+    # Devices can receive withdrawal requests at any time: the server asks every round.
+    evaluator = ForgettingEvaluator(run)
 
     for server_round in range(1, config.num_rounds + 1):
         start = time.perf_counter()
@@ -79,7 +80,7 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
                     f"withdrawal {', '.join(r.request_id for r in new)}: {event['num-forget']} samples; "
                     f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
                 )
-        train_config = ConfigRecord({"model": config.model})
+        train_config = ConfigRecord(message_config(run, server_round))
         replies = list(
             grid.send_and_receive(
                 messages=strategy.configure_train(server_round, arrays, train_config, grid),

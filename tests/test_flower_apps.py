@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import app as client_app
-from fedforget import data, models
+from fedforget import data, models, training
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
 from server.loop import make_strategy
@@ -32,11 +35,24 @@ def _train_message(state: dict[str, torch.Tensor], node_id: int = 7) -> Message:
     return Message(content, dst_node_id=node_id, message_type="train")
 
 
+@pytest.fixture(autouse=True)
+def _store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "STORE_DIR", tmp_path)
+
+
+STORE_DIR = Path(".")
+
+
 def _context(partition_id: int, num_partitions: int = 3, config: RunConfig = CONFIG) -> Context:
+    store = STORE_DIR / f"client-{partition_id}.sqlite"
     return Context(
         run_id=1,
         node_id=7,
-        node_config={"partition-id": partition_id, "num-partitions": num_partitions},
+        node_config={
+            "partition-id": partition_id,
+            "num-partitions": num_partitions,
+            "request-store": str(store),
+        },
         state=RecordDict(),
         run_config=config.to_dict(),
     )
@@ -55,6 +71,51 @@ def test_client_trains_on_its_own_partition_and_returns_a_changed_model() -> Non
     assert after.keys() == before.keys()
     assert any(not torch.equal(after[k], before[k]) for k in before)
     assert np.isfinite(metrics["train-loss"])
+
+
+def test_tombstoned_samples_are_never_trained_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instrument the training call: a withdrawn sample must never reach it again."""
+    from fedforget.device import Device
+
+    seen: list[np.ndarray] = []
+    real_train = training.train
+
+    def spy(model, x, y, **kwargs):  # noqa: ANN001, ANN202
+        seen.append(np.asarray(x).copy())
+        return real_train(model, x, y, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    context = _context(partition_id=2)
+    device = Device.open(CONFIG, 2, context.node_config["request-store"])
+    withdrawn = device.data.train_ids[::7]
+    device.store.add("samples", withdrawn, owned_ids=device.data.train_ids)
+    state = models.build_model("mlp", data.info("digits"), seed=0).state_dict()
+    reply = client_app(_train_message(state), context)
+    assert not reply.has_error()
+    x_all = data.load(CONFIG).x_train
+    used = seen[-1]
+    assert len(used) == len(device.data.train_ids) - len(withdrawn)
+    for gid in withdrawn:
+        assert not (used == x_all[gid]).all(axis=1).any(), f"withdrawn sample {gid} was trained on"
+    # ... and it stays so after a "restart": a fresh Device over the same store file.
+    reopened = Device.open(CONFIG, 2, context.node_config["request-store"])
+    assert np.intersect1d(reopened.training_data().train_ids, withdrawn).size == 0
+
+
+def test_requests_query_reports_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = CONFIG.replace(withdrawals="1:0:class:3", num_rounds=2)
+    context = _context(partition_id=0, config=config)
+    msg = Message(
+        RecordDict({"config": ConfigRecord({"server-round": 1, "model": "mlp"})}),
+        dst_node_id=7,
+        message_type="query.requests",
+    )
+    reply = client_app(msg, context)
+    summary = reply.content["requests"]
+    assert list(summary["request-ids"]) == ["r1-c0-class-3"] and list(summary["states"]) == ["pending"]
+    ids = np.asarray(reply.content["ids"]["r1-c0-class-3"])
+    part = ClientData.for_partition(config, 0)
+    np.testing.assert_array_equal(ids, part.train_ids[part.y_train == 3])
 
 
 def test_client_update_is_reproducible() -> None:

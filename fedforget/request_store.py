@@ -1,0 +1,217 @@
+"""A device's durable store of withdrawal requests and tombstones (SQLite).
+
+A withdrawal request is a legal obligation: it is written to disk (one SQLite transaction) before the
+device says anything about it, and it survives crashes and restarts. Tables:
+
+* ``requests``: ``request_id``, ``grain`` (``samples`` / ``class`` / ``client``), ``arg`` (the class
+  label for ``class``), ``ids`` (JSON list of global ids), ``state`` (``pending`` -> ``completed``, or
+  ``rejected``), ``created``, ``updated``, ``detail`` (why rejected / how completed), ``receipt`` (JSON);
+* ``tombstones``: every withdrawn global id with the request that withdrew it. A tombstoned sample is
+  never used again on this device: not for training, not as reference data.
+
+Samples are tombstoned as soon as their request is stored, before any unlearning: the device stops
+training on them at once; unlearning then removes what the global model already learned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STATES = ("pending", "completed", "rejected")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    grain TEXT NOT NULL,
+    arg REAL,
+    ids TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    receipt TEXT
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    global_id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL REFERENCES requests(request_id)
+);
+"""
+
+
+class RequestError(ValueError):
+    """A request the device cannot accept (unknown ids, empty, duplicate, already forgotten)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredRequest:
+    request_id: str
+    grain: str
+    arg: float | None
+    ids: np.ndarray
+    state: str
+    created: str
+    updated: str
+    detail: str
+    receipt: dict[str, Any] | None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "request-id": self.request_id,
+            "grain": self.grain,
+            "num-ids": len(self.ids),
+            "state": self.state,
+            "created": self.created,
+            "updated": self.updated,
+            "detail": self.detail,
+        }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+class RequestStore:
+    """The withdrawal requests and tombstones of one device, in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------------ writing
+    def add(
+        self,
+        grain: str,
+        ids: Sequence[int] | np.ndarray,
+        *,
+        owned_ids: np.ndarray,
+        arg: float | None = None,
+        request_id: str | None = None,
+    ) -> StoredRequest:
+        """Store a request for ``ids`` (which must all be in ``owned_ids``) and tombstone them.
+
+        Raises :class:`RequestError` for an empty request, ids the device does not hold, ids already
+        withdrawn by an earlier request, or a duplicate ``request_id`` with different content
+        (re-adding the identical request returns the stored one: idempotent).
+        """
+        wanted = np.unique(np.asarray(ids, dtype=np.int64))
+        if wanted.size == 0:
+            raise RequestError("empty request: it names no samples")
+        foreign = np.setdiff1d(wanted, np.asarray(owned_ids, dtype=np.int64))
+        if foreign.size:
+            raise RequestError(
+                f"this device does not hold {foreign.size} of the ids (e.g. {foreign[:5].tolist()}); "
+                "a device can only withdraw its own data"
+            )
+        rid = request_id or f"wd-{uuid.uuid4().hex[:12]}"
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT grain, ids FROM requests WHERE request_id = ?", (rid,)).fetchone()
+                if row is not None:
+                    db.execute("ROLLBACK")
+                    if row[0] == grain and json.loads(row[1]) == wanted.tolist():
+                        return self.get(rid)
+                    raise RequestError(f"duplicate request id {rid!r} with different content")
+                placeholders = ",".join("?" * len(wanted))
+                taken = db.execute(
+                    f"SELECT global_id, request_id FROM tombstones WHERE global_id IN ({placeholders})",
+                    [int(i) for i in wanted],
+                ).fetchall()
+                if taken:
+                    db.execute("ROLLBACK")
+                    raise RequestError(
+                        f"{len(taken)} of the ids are already withdrawn (e.g. id {taken[0][0]} by "
+                        f"{taken[0][1]}); nothing to do for them"
+                    )
+                now = _now()
+                db.execute(
+                    "INSERT INTO requests (request_id, grain, arg, ids, state, created, updated) "
+                    "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    (rid, grain, arg, json.dumps(wanted.tolist()), now, now),
+                )
+                db.executemany(
+                    "INSERT INTO tombstones (global_id, request_id) VALUES (?, ?)",
+                    [(int(i), rid) for i in wanted],
+                )
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                db.execute("ROLLBACK")
+                raise
+        return self.get(rid)
+
+    def complete(self, request_id: str, receipt: dict[str, Any], detail: str = "") -> StoredRequest:
+        """Mark a request completed and keep its receipt (idempotent for a completed request)."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE requests SET state = 'completed', receipt = ?, detail = ?, updated = ? "
+                "WHERE request_id = ? AND state != 'completed'",
+                (json.dumps(receipt), detail, _now(), request_id),
+            )
+        return self.get(request_id)
+
+    # ------------------------------------------------------------------ reading
+    def get(self, request_id: str) -> StoredRequest:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT request_id, grain, arg, ids, state, created, updated, detail, receipt "
+                "FROM requests WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no request {request_id!r} in {self.path}")
+        return _request(row)
+
+    def all(self, state: str | None = None) -> list[StoredRequest]:
+        query = "SELECT request_id, grain, arg, ids, state, created, updated, detail, receipt FROM requests"
+        params: tuple[Any, ...] = ()
+        if state is not None:
+            query += " WHERE state = ?"
+            params = (state,)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY created, request_id", params).fetchall()
+        return [_request(r) for r in rows]
+
+    def pending(self) -> list[StoredRequest]:
+        return self.all("pending")
+
+    def tombstoned(self) -> np.ndarray:
+        """Every withdrawn global id on this device (sorted)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT global_id FROM tombstones ORDER BY global_id").fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+
+def _request(row: tuple[Any, ...]) -> StoredRequest:
+    rid, grain, arg, ids, state, created, updated, detail, receipt = row
+    return StoredRequest(
+        rid,
+        grain,
+        arg,
+        np.asarray(json.loads(ids), dtype=np.int64),
+        state,
+        created,
+        updated,
+        detail,
+        json.loads(receipt) if receipt else None,
+    )
