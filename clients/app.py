@@ -24,14 +24,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.codec import ids_to_config, oracle_from_records
 from clients.context import ClientSetup, client_setup
-from fedforget import data, models, training
+from fedforget import data, forsaken, models, training
 from fedforget.forgetting import measure_forget_set
+from fedforget.forsaken import ForsakenConfig
 
 app = ClientApp()
 
@@ -44,6 +46,13 @@ def train(msg: Message, context: Context) -> Message:
     local = setup.device.training_data()
     model = setup.model
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    if len(local.train_ids) == 0:  # everything withdrawn: contribute nothing (weight 0)
+        metrics = MetricRecord(
+            {"num-examples": 0, "train-loss": 0.0, "client-seconds": 0.0, "partition-id": setup.partition_id}
+        )
+        return Message(
+            RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg
+        )
     result = training.train(
         model,
         local.x_train,
@@ -107,6 +116,79 @@ def membership(msg: Message, context: Context) -> Message:
     decisions = ConfigRecord({"ids": [int(i) for i in report.ids], "member": [int(m) for m in report.member]})
     metrics = MetricRecord({**report.metrics(), "partition-id": setup.partition_id})
     return Message(content=RecordDict({"decisions": decisions, "metrics": metrics}), reply_to=msg)
+
+
+@app.train("unlearn")
+def unlearn(msg: Message, context: Context) -> Message:
+    """Compute this device's Forsaken mask for its withdrawal requests, locally.
+
+    in: ``arrays`` (global model), ``oracle`` + ``oracle-config``, ``config`` (``request-ids``,
+    ``unlearn-target``, ``target-fr``, ``forsaken-steps``, ...); out: ``mask`` (parameter name ->
+    delta, what the server adds to the global model) and ``metrics`` (steps, seconds, mask size,
+    the local forgetting estimate).
+    """
+    setup = client_setup(msg, context)
+    config = msg.content["config"]
+    wanted = [str(r) for r in config.get("request-ids", [])]
+    if not wanted:
+        raise ValueError("unlearn message names no request")
+    device, run = setup.device, setup.config
+    model = setup.model
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    oracle = oracle_from_records(msg.content["oracle"], msg.content["oracle-config"], _factory(setup, config))
+    _, x_forget, y_forget = device.forget_set(wanted)
+    retained = device.training_data()
+    x_keep, y_keep = retained.x_train, retained.y_train
+    if len(y_keep) == 0:
+        # A device that withdrew everything has no retained training data: its held-out data (never
+        # trained on, still its own) keeps the accuracy term meaningful.
+        x_keep, y_keep = device.reference_set()
+    rng = np.random.default_rng([run.seed, setup.server_round, setup.partition_id, 97])
+    keep = rng.permutation(len(y_keep))[: run.retain_samples]
+    forsaken_config = ForsakenConfig(
+        target=str(config.get("unlearn-target", run.unlearn_target)),
+        target_fr=float(config.get("target-fr", run.target_fr)),
+        max_steps=int(config.get("forsaken-steps", run.forsaken_steps)),
+        seed=run.seed * 7_919 + setup.server_round,
+    )
+    result = forsaken.unlearn(
+        model,
+        forget=(x_forget, y_forget),
+        reference=device.reference_set(),
+        retain=(x_keep[keep], y_keep[keep]),
+        config=forsaken_config,
+        oracle=oracle,
+    )
+    mask = ArrayRecord({name: Array(delta.detach().cpu().numpy()) for name, delta in result.mask.items()})
+    final = result.final
+    metrics = MetricRecord(
+        {
+            "partition-id": setup.partition_id,
+            "num-forget": len(y_forget),
+            "steps": result.steps,
+            "client-seconds": result.seconds,
+            "neurons-touched": result.neurons_touched,
+            "touched-fraction": result.touched_fraction,
+            "local-fr": float(final.get("fr", float("nan")) or float("nan")),
+        }
+    )
+    info = ConfigRecord({"stopped-because": result.stopped_because})
+    return Message(content=RecordDict({"mask": mask, "metrics": metrics, "info": info}), reply_to=msg)
+
+
+@app.query("receipt")
+def receipt(msg: Message, context: Context) -> Message:
+    """Store the server's receipt for completed requests in the device's durable store."""
+    setup = client_setup(msg, context)
+    config = msg.content["config"]
+    doc = dict(msg.content["receipt"])
+    done = []
+    for rid in [str(r) for r in config.get("request-ids", [])]:
+        stored = setup.device.store.complete(
+            rid, {**doc, "request-id": rid}, detail=str(config.get("outcome", ""))
+        )
+        done.append(stored.request_id)
+    return Message(content=RecordDict({"done": ConfigRecord({"request-ids": done})}), reply_to=msg)
 
 
 def _factory(setup: ClientSetup, config: ConfigRecord) -> Callable[[], torch.nn.Module]:

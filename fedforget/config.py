@@ -18,6 +18,8 @@ from typing import Any
 
 PARTITIONINGS = ("iid", "dirichlet", "pathological")
 ORACLES = ("shokri", "lira")
+UNLEARN_METHODS = ("forsaken",)
+UNLEARN_TARGETS = ("fr", "retrain")
 
 
 class ConfigError(ValueError):
@@ -54,6 +56,13 @@ class RunConfig:
     num_shadows: int = 4
     shadow_epochs: int = 0
     log_messages: int = 0
+    unlearn_method: str = "forsaken"
+    unlearn_target: str = "fr"
+    target_fr: float = 0.9
+    unlearn_rounds: int = 3
+    forsaken_steps: int = 30
+    retain_samples: int = 512
+    max_mask_ratio: float = 1.0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -119,6 +128,28 @@ class RunConfig:
             f"between 0 (= all) and num-clients ({self.num_clients})",
         )
         _require(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _require(
+            self.unlearn_method in UNLEARN_METHODS,
+            "unlearn-method",
+            self.unlearn_method,
+            f"one of {', '.join(UNLEARN_METHODS)}",
+        )
+        _require(
+            self.unlearn_target in UNLEARN_TARGETS,
+            "unlearn-target",
+            self.unlearn_target,
+            "'fr' (stop at target-fr) or 'retrain' (stop when the forget set looks never seen)",
+        )
+        _require(0 < self.target_fr <= 1, "target-fr", self.target_fr, "in (0, 1]")
+        _require(self.unlearn_rounds >= 1, "unlearn-rounds", self.unlearn_rounds, "an integer >= 1")
+        _require(self.forsaken_steps >= 1, "forsaken-steps", self.forsaken_steps, "an integer >= 1")
+        _require(self.retain_samples >= 1, "retain-samples", self.retain_samples, "an integer >= 1")
+        _require(
+            0 < self.max_mask_ratio < math.inf,
+            "max-mask-ratio",
+            self.max_mask_ratio,
+            "a finite number > 0 (largest mask L2 norm, relative to the model's)",
+        )
         _require(self.log_messages in (0, 1), "log-messages", self.log_messages, "0 or 1")
         _require(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, ">= 0")
         _require(self.oracle in ORACLES, "oracle", self.oracle, f"one of {', '.join(ORACLES)}")

@@ -131,6 +131,23 @@ class RunRecord:
         _atomic_write_bytes(target, buffer.getvalue())
         return target
 
+    def save_named_checkpoint(self, name: str, state_dict: Mapping[str, torch.Tensor]) -> Path:
+        """Write ``checkpoints/<name>.pt`` (e.g. ``before-unlearning``, ``after-unlearning``)."""
+        import io
+
+        if not name.replace("-", "").isalnum() or name.startswith("round-"):
+            raise ValueError(f"bad checkpoint name {name!r}")
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
+        target = self.path / "checkpoints" / f"{name}.pt"
+        _atomic_write_bytes(target, buffer.getvalue())
+        return target
+
+    def named_checkpoints(self) -> dict[str, Path]:
+        return {
+            p.stem: p for p in (self.path / "checkpoints").glob("*.pt") if not p.stem.startswith("round-")
+        }
+
     # ------------------------------------------------------------------ reading
     def read_json(self, name: str) -> dict[str, Any]:
         with open(self.path / name, encoding="utf-8") as handle:

@@ -53,6 +53,7 @@ class KnownRequest:
     before: dict[int, bool] | None = None
     outcome: str = "pending"
     rounds_measured: list[int] = dataclasses.field(default_factory=list)
+    receipt: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class KnownRequest:
             "global-ids": self.ids.tolist(),
             "rounds": self.rounds_measured,
             "outcome": self.outcome,
+            "receipt": self.receipt,
         }
 
 
@@ -151,6 +153,28 @@ class ForgettingEvaluator:
             "withdrawals.json", {"requests": [r.to_json() for r in self.requests.values()]}
         )
 
+    def send_receipts(self, grid: Grid, server_round: int, requests: list[KnownRequest]) -> None:
+        """Tell each owning device its requests are done (``query.receipt``); it stores the receipt."""
+        messages = []
+        for r in requests:
+            receipt = {k: v for k, v in (r.receipt or {}).items() if v is not None}
+            content = RecordDict(
+                {
+                    "config": ConfigRecord(
+                        {
+                            **self.message_config(server_round),
+                            "request-ids": [r.request_id],
+                            "outcome": r.outcome,
+                        }
+                    ),
+                    "receipt": ConfigRecord(receipt),
+                }
+            )
+            messages.append(
+                Message(content, dst_node_id=r.node_id, message_type=f"{MessageType.QUERY}.receipt")
+            )
+        _checked(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT_S), "query.receipt")
+
     # ------------------------------------------------------------------ measuring
     def query(
         self, grid: Grid, arrays: ArrayRecord, server_round: int, requests: Iterable[KnownRequest]
@@ -213,7 +237,8 @@ class ForgettingEvaluator:
         after = {i: result["decisions"][i] for i in before}
         fr = forgetting_rate(before, after)
         for r in active:
-            r.rounds_measured.append(server_round)
+            if server_round not in r.rounds_measured:
+                r.rounds_measured.append(server_round)
         self.write_withdrawals()
         return {
             "fr": fr.fr,

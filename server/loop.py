@@ -16,8 +16,9 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedforget import training
 from server.console import RoundTable
-from server.evaluator import ForgettingEvaluator, message_config
+from server.evaluator import ForgettingEvaluator, KnownRequest, message_config
 from server.setup import PreparedRun
+from server.unlearning import model_hash, run_unlearning, target_met
 
 REPLY_TIMEOUT_S = 3600.0
 
@@ -61,25 +62,9 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
 
     for server_round in range(1, config.num_rounds + 1):
         start = time.perf_counter()
-        if evaluator is not None:
-            new = evaluator.poll(grid, server_round)
-            if new:
-                # The model before unlearning: what the forget set's B_T / B_F are measured on.
-                before = evaluator.record_before(grid, arrays, server_round, new)
-                event = {
-                    "round": server_round - 1,
-                    "phase": "withdrawal",
-                    "event": "request-received",
-                    "request-ids": [r.request_id for r in new],
-                    "num-forget": sum(len(r.ids) for r in new),
-                    **evaluate_global(run, arrays),
-                    **before,
-                }
-                record.append_metrics(event)
-                table.print_event(
-                    f"withdrawal {', '.join(r.request_id for r in new)}: {event['num-forget']} samples; "
-                    f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
-                )
+        new = evaluator.poll(grid, server_round)
+        if new:
+            arrays = handle_withdrawals(grid, run, evaluator, arrays, server_round, new, table)
         train_config = ConfigRecord(message_config(run, server_round))
         replies = list(
             grid.send_and_receive(
@@ -100,8 +85,7 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
             "clients": len(replies) - len(failures),
             "failures": len(failures),
         }
-        if evaluator is not None:
-            row.update(evaluator.measure(grid, arrays, server_round))
+        row.update(evaluator.measure(grid, arrays, server_round))
         row["seconds"] = time.perf_counter() - start
         record.append_metrics(row)
         table.print_row(row)
@@ -109,12 +93,67 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
         if last or (config.checkpoint_every and server_round % config.checkpoint_every == 0):
             record.save_checkpoint(server_round, arrays.to_torch_state_dict())
 
-    if evaluator is not None:
-        for request in evaluator.requests.values():
-            request.outcome = "tombstoned"  # excluded from all later training on its client
-        evaluator.write_withdrawals()
     record.append_metrics({"round": config.num_rounds, "phase": "done", "event": "run-finished"})
     table.print_footer()
+    return arrays
+
+
+def handle_withdrawals(
+    grid: Grid,
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    arrays: ArrayRecord,
+    server_round: int,
+    new: list[KnownRequest],
+    table: RoundTable,
+) -> ArrayRecord:
+    """Measure B on the model before unlearning, run the unlearning rounds, send receipts."""
+    record = run.record
+    before = evaluator.record_before(grid, arrays, server_round, new)
+    accuracy_before = evaluate_global(run, arrays)
+    event = {
+        "round": server_round - 1,
+        "phase": "withdrawal",
+        "event": "request-received",
+        "request-ids": [r.request_id for r in new],
+        "num-forget": sum(len(r.ids) for r in new),
+        **accuracy_before,
+        **before,
+    }
+    record.append_metrics(event)
+    table.print_event(
+        f"withdrawal {', '.join(r.request_id for r in new)}: {event['num-forget']} samples; "
+        f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
+    )
+    state_before = arrays.to_torch_state_dict()
+    if "before-unlearning" not in record.named_checkpoints():
+        record.save_named_checkpoint("before-unlearning", state_before)
+    arrays = run_unlearning(grid, run, evaluator, arrays, server_round, new, table, evaluate_global)
+    state_after = arrays.to_torch_state_dict()
+    record.save_named_checkpoint("after-unlearning", state_after)
+    measured = [row for row in record.metrics() if row.get("phase") == "unlearn" and "unlearn-round" in row]
+    last = measured[-1] if measured else {}
+    met = target_met(run.config.unlearn_target, run.config.target_fr, last)
+    receipt = {
+        "round": server_round,
+        "unlearn-rounds": int(last.get("unlearn-round", 0)),
+        "method": run.config.unlearn_method,
+        "target": run.config.unlearn_target,
+        "target-met": met,
+        "fr": last.get("fr"),
+        "b-t": before["b-t"],
+        "b-f": before["b-f"],
+        "a-f": last.get("a-f"),
+        "test-accuracy-before": accuracy_before["test-accuracy"],
+        "test-accuracy-after": last.get("test-accuracy"),
+        "model-hash-before": model_hash(state_before),
+        "model-hash-after": model_hash(state_after),
+    }
+    for request in new:
+        request.outcome = "unlearned" if met else "unlearned-below-target"
+        request.receipt = receipt
+    evaluator.send_receipts(grid, server_round, new)
+    evaluator.write_withdrawals()
     return arrays
 
 

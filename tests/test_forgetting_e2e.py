@@ -27,8 +27,9 @@ def _contains_row(haystack: np.ndarray, needle: np.ndarray) -> bool:
     return any(np.array_equal(flat[s : s + probe.size], probe) for s in starts)
 
 
-def test_withdrawal_gets_fr_every_round_and_forget_features_never_reach_the_server(tmp_path: Path) -> None:
-    schedule = "2:0:samples:0.1"
+def test_withdrawals_of_every_grain_are_unlearned_and_audited(tmp_path: Path) -> None:
+    # Two clients withdraw in the same round (a sample share and a class), a third leaves entirely later.
+    schedule = "2:0:samples:0.1; 2:1:class:3; 3:2:client"
     run_config = resolve_run_config(
         {
             "num-clients": 3,
@@ -36,6 +37,8 @@ def test_withdrawal_gets_fr_every_round_and_forget_features_never_reach_the_serv
             "withdrawals": schedule,
             "log-messages": 1,
             "num-shadows": 2,
+            "unlearn-rounds": 1,
+            "forsaken-steps": 8,
             "run-dir": str(tmp_path),
         },
         None,
@@ -44,46 +47,75 @@ def test_withdrawal_gets_fr_every_round_and_forget_features_never_reach_the_serv
     record = simulate(run_config, stream=stream)
     config = record.config()
 
-    # The forget set the client owns, computed independently of the server.
-    client = ClientData.for_partition(config, 0)
-    request = parse_schedule(schedule)[0]
-    forget_ids = resolve_ids(request, client.train_ids, client.y_train, config.seed)
-    assert len(forget_ids) == round(0.1 * len(client.train_ids))
+    # Each forget set, computed independently of the server from the client's own data.
+    expected: dict[str, np.ndarray] = {}
+    for request in parse_schedule(schedule):
+        client = ClientData.for_partition(config, request.client)
+        expected[request.request_id] = resolve_ids(request, client.train_ids, client.y_train, config.seed)
+    part1 = ClientData.for_partition(config, 1)
+    assert expected["r2-c1-class-3"].tolist() == part1.train_ids[part1.y_train == 3].tolist()
+    assert expected["r3-c2-client"].tolist() == ClientData.for_partition(config, 2).train_ids.tolist()
 
-    withdrawals = record.read_json("withdrawals.json")["requests"]
-    assert len(withdrawals) == 1
-    assert withdrawals[0]["client"] == 0 and withdrawals[0]["global-ids"] == forget_ids.tolist()
-    assert withdrawals[0]["rounds"] == [2, 3]
+    withdrawals = {w["request-id"]: w for w in record.read_json("withdrawals.json")["requests"]}
+    assert set(withdrawals) == set(expected)
+    for rid, ids in expected.items():
+        assert withdrawals[rid]["global-ids"] == ids.tolist()
+        assert withdrawals[rid]["outcome"].startswith("unlearned")
+        receipt = withdrawals[rid]["receipt"]
+        assert receipt["model-hash-before"] != receipt["model-hash-after"]
+    assert withdrawals["r2-c0-samples-0.1"]["rounds"] == [2, 3]
 
     rows = record.metrics()
     assert any(r["phase"] == "oracle" and r["event"] == "oracle-trained" for r in rows)
-    before = next(r for r in rows if r["phase"] == "withdrawal")
-    assert before["b-t"] + before["b-f"] == len(forget_ids)
-    measured = [r for r in rows if r["phase"] == "train" and "a-f" in r]
-    assert [r["round"] for r in measured] == [2, 3]
-    for row in measured:
-        assert row["b-t"] == before["b-t"] and row["num-forget"] == len(forget_ids)
-        if before["b-t"]:
+    received = [r for r in rows if r["phase"] == "withdrawal"]
+    assert [sorted(r["request-ids"]) for r in received] == [
+        ["r2-c0-samples-0.1", "r2-c1-class-3"],
+        ["r3-c2-client"],
+    ]
+    first = received[0]
+    n_first = len(expected["r2-c0-samples-0.1"]) + len(expected["r2-c1-class-3"])
+    assert first["b-t"] + first["b-f"] == first["num-forget"] == n_first
+    unlearn_rows = [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+    assert [r["round"] for r in unlearn_rows] == [2, 3]
+    assert unlearn_rows[0]["masks-accepted"] == 2 and unlearn_rows[0]["masks-rejected"] == 0
+    assert unlearn_rows[0]["bytes-up"] > 0 and unlearn_rows[0]["mask-nonzero"] > 0
+    for row in unlearn_rows:
+        assert row["b-t"] + row["b-f"] == row["num-forget"]
+        if row["b-t"]:
             assert row["fr"] == pytest.approx((row["a-f"] - row["b-f"]) / row["b-t"])
-        else:
-            assert row["fr"] is None  # undefined: stored as null
-        assert 0.0 <= row["attack-auc"] <= 1.0 and 0.0 <= row["forget-accuracy"] <= 1.0
-    assert "FR" in stream.getvalue() and "withdrawal r2-c0-samples-0.1" in stream.getvalue()
+        assert 0.0 <= row["attack-auc"] <= 1.0
+    train_rows = [r for r in rows if r["phase"] == "train"]
+    assert all("fr" in r for r in train_rows if r["round"] >= 2)
+    assert train_rows[-1]["clients"] == 3  # the departed client still answers, with no data
+    assert "unlearn1" in stream.getvalue() and "withdrawal r2-c0-samples-0.1" in stream.getvalue()
+    assert {"before-unlearning", "after-unlearning"} <= set(record.named_checkpoints())
 
-    # Audit: every reply any client sent the server. Decisions came back, features did not.
+    # Each device holds its completed request and receipt in its durable store.
+    from fedforget.request_store import RequestStore
+
+    for request in parse_schedule(schedule):
+        store = RequestStore(record.path / "clients" / f"client-{request.client}.sqlite")
+        stored = store.get(request.request_id)
+        assert stored.state == "completed" and stored.receipt["request-id"] == request.request_id
+        assert set(store.tombstoned().tolist()) >= set(expected[request.request_id].tolist())
+
+    # Audit: every reply any client sent the server. Decisions and masks came back, features did not.
     logs = sorted((record.path / "messages").glob("*.npz"))
+    assert any("train-unlearn" in p.name for p in logs)
     membership = [p for p in logs if "query-membership" in p.name]
-    assert len(membership) == 3  # before unlearning + rounds 2 and 3
-    decided = np.load(membership[-1])["decisions__ids"]
-    assert sorted(decided.tolist()) == forget_ids.tolist()
-    x_forget = data.load(config).x_train[forget_ids]
+    decided = set()
+    for path in membership:
+        decided |= set(np.load(path)["decisions__ids"].tolist())
+    assert decided == set(np.concatenate(list(expected.values())).tolist())
+    x_all = data.load(config).x_train
+    forget_x = x_all[np.concatenate([expected["r2-c0-samples-0.1"], expected["r2-c1-class-3"]])]
     for path in logs:
         with np.load(path) as arrays:
             for key in arrays.files:
                 if arrays[key].dtype.kind == "f":
-                    for sample in x_forget:
+                    for sample in forget_x:
                         assert not _contains_row(arrays[key], sample), f"forget features in {path.name}:{key}"
-    assert math.isfinite(measured[-1]["test-accuracy"])
+    assert math.isfinite(train_rows[-1]["test-accuracy"])
 
 
 def test_the_leak_detector_finds_a_leaked_sample() -> None:

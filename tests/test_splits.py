@@ -26,6 +26,7 @@ SPLIT_META_KEYS = (
     "holdout-fraction",
     "num-train-total",
     "num-pool",
+    "unassigned-ids",
 )
 
 

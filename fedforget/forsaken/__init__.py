@@ -1,0 +1,38 @@
+"""Forsaken: machine unlearning by neuron masking (Ma et al., "Learn to Forget: Machine Unlearning via
+Neuron Masking", IEEE TDSC 2022).
+
+A small trainable **mask gradient generator**, shared by every neuron of the model, reads per-neuron
+features and emits per-neuron gates; gated forgetting directions are the mask gradients applied to the
+neurons. In each unlearning step the generator is trained, through the applied step, to bring the
+model's confidence vectors on the data to forget towards those of data it never saw, while a loss on
+retained data keeps the accuracy. Usage::
+
+    from fedforget import forsaken
+    result = forsaken.unlearn(model, forget=(x_f, y_f), reference=(x_r, y_r), retain=(x_k, y_k),
+                              config=forsaken.ForsakenConfig(target="fr"), oracle=None)
+    result.mask, result.model, result.history, result.stopped_because
+    unlearned = forsaken.apply_mask(model, result.mask)     # what the server does with a mask
+
+The method, its equations and every design choice are in ``docs/forsaken.md``.
+"""
+
+from fedforget.forsaken.config import TARGETS, ForsakenConfig
+from fedforget.forsaken.core import ForsakenResult, apply_mask, unlearn
+from fedforget.forsaken.generator import MaskGenerator
+from fedforget.forsaken.neurons import FEATURE_NAMES, Layer, find_layers
+from fedforget.forsaken.oracle import LossThresholdOracle, auc, forgetting_rate
+
+__all__ = [
+    "FEATURE_NAMES",
+    "TARGETS",
+    "ForsakenConfig",
+    "ForsakenResult",
+    "Layer",
+    "LossThresholdOracle",
+    "MaskGenerator",
+    "apply_mask",
+    "auc",
+    "find_layers",
+    "forgetting_rate",
+    "unlearn",
+]

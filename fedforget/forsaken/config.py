@@ -1,0 +1,119 @@
+"""The configuration of one Forsaken unlearning run (validated, immutable)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+__all__ = ["TARGETS", "ForsakenConfig"]
+
+TARGETS = ("fr", "retrain")
+"""What :func:`fedforget.forsaken.unlearn` stops on (besides the step budget), see ``docs/forsaken.md``."""
+
+
+def _number(name: str, value: Any, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"ForsakenConfig.{name} must be {kind}, got {value!r} ({type(value).__name__})")
+    if integer and not float(value).is_integer():
+        raise TypeError(f"ForsakenConfig.{name} must be an integer, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"ForsakenConfig.{name} must be finite, got {value!r}")
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForsakenConfig:
+    """Hyper-parameters of Forsaken; every value is checked when the object is built.
+
+    Stopping (whichever comes first): ``target="fr"`` stops once the forgetting rate of the forget
+    set, judged by the membership oracle, reaches ``target_fr``; ``target="retrain"`` stops once the
+    oracle's AUC of forget-set scores against reference scores is within ``auc_tolerance`` of 0.5;
+    both stop after ``max_steps`` unlearning steps, or after ``patience`` consecutive rejected steps.
+    """
+
+    target: str = "fr"
+    """``"fr"`` (forgetting rate >= ``target_fr``) or ``"retrain"`` (oracle AUC within tolerance of 0.5)."""
+    target_fr: float = 0.9
+    """Forgetting rate to reach with ``target="fr"``, in ``(0, 1]``."""
+    auc_tolerance: float = 0.03
+    """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
+    max_steps: int = 30
+    """Most unlearning steps (each applies one mask gradient); >= 1."""
+    inner_updates: int = 5
+    """Generator updates (Adam steps) per unlearning step; >= 1."""
+    generator_lr: float = 0.05
+    """Adam learning rate of the mask generator; > 0."""
+    generator_hidden: int = 16
+    """Width of the generator's two hidden layers; >= 1."""
+    step_size: float = 0.02
+    """eta: a layer's mask gradient at gate 1 has RMS ``eta * RMS(layer weights)``; > 0."""
+    lambda_retain: float = 1.0
+    """Weight of the loss on retained data in the generator's objective; >= 0."""
+    lambda_reference: float = 1.0
+    """Weight of KL(original || current) confidences on the reference (never-seen) data; >= 0."""
+    lambda_sparse: float = 0.05
+    """Weight of the normalised L1 norm of the mask gradient; >= 0."""
+    gate_floor: float = 0.1
+    """Applied gates below this are set to exactly 0 (the neuron is not touched); in [0, 2)."""
+    max_backtracks: int = 3
+    """Halvings of a step that does not lower the held-out objective before it is rejected; >= 0."""
+    patience: int = 4
+    """Steps without progress after which the targets are escalated (``"fr"``) or unlearning stops; >= 1."""
+    escalation: float = 0.1
+    """With ``target="fr"``: how much further the forget targets move to uniform when stuck; in [0, 1]."""
+    batch_size: int = 128
+    """Samples per batch of retained data, and the cap on forget / reference samples per step; >= 1."""
+    seed: int = 0
+    """Seeds the generator's initial weights and the order of the retained batches."""
+    progress: bool = False
+    """Show a tqdm bar over the unlearning steps."""
+
+    def __post_init__(self) -> None:
+        target = str(self.target).strip().lower() if isinstance(self.target, str) else self.target
+        if target not in TARGETS:
+            raise ValueError(
+                f"ForsakenConfig.target must be one of {', '.join(TARGETS)}; got {self.target!r}"
+            )
+        object.__setattr__(self, "target", target)
+        checks: tuple[tuple[str, bool, str, bool], ...] = (
+            # name, integer, rule, ok
+            ("target_fr", False, "in (0, 1]", 0 < _number("target_fr", self.target_fr) <= 1),
+            ("auc_tolerance", False, "in [0, 0.5)", 0 <= _number("auc_tolerance", self.auc_tolerance) < 0.5),
+            ("max_steps", True, ">= 1", _number("max_steps", self.max_steps, integer=True) >= 1),
+            ("inner_updates", True, ">= 1", _number("inner_updates", self.inner_updates, integer=True) >= 1),
+            ("generator_lr", False, "> 0", _number("generator_lr", self.generator_lr) > 0),
+            (
+                "generator_hidden",
+                True,
+                ">= 1",
+                _number("generator_hidden", self.generator_hidden, integer=True) >= 1,
+            ),
+            ("step_size", False, "> 0", _number("step_size", self.step_size) > 0),
+            ("lambda_retain", False, ">= 0", _number("lambda_retain", self.lambda_retain) >= 0),
+            ("lambda_reference", False, ">= 0", _number("lambda_reference", self.lambda_reference) >= 0),
+            ("lambda_sparse", False, ">= 0", _number("lambda_sparse", self.lambda_sparse) >= 0),
+            ("gate_floor", False, "in [0, 2)", 0 <= _number("gate_floor", self.gate_floor) < 2),
+            (
+                "max_backtracks",
+                True,
+                ">= 0",
+                _number("max_backtracks", self.max_backtracks, integer=True) >= 0,
+            ),
+            ("escalation", False, "in [0, 1]", 0 <= _number("escalation", self.escalation) <= 1),
+            ("patience", True, ">= 1", _number("patience", self.patience, integer=True) >= 1),
+            ("batch_size", True, ">= 1", _number("batch_size", self.batch_size, integer=True) >= 1),
+            ("seed", True, ">= 0", _number("seed", self.seed, integer=True) >= 0),
+        )
+        for name, integer, rule, ok in checks:
+            if not ok:
+                raise ValueError(f"ForsakenConfig.{name} must be {rule}, got {getattr(self, name)!r}")
+            if integer:
+                object.__setattr__(self, name, int(getattr(self, name)))
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"ForsakenConfig.progress must be True or False, got {self.progress!r}")
+
+    def replace(self, **changes: Any) -> ForsakenConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)

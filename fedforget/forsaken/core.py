@@ -1,0 +1,600 @@
+"""Forsaken unlearning: a trained mask gradient generator stimulates neurons to forget (docs/forsaken.md)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from fedforget.forsaken.config import ForsakenConfig
+from fedforget.forsaken.generator import MaskGenerator
+from fedforget.forsaken.neurons import ActivationRecorder, Layer, find_layers, neuron_features
+from fedforget.forsaken.oracle import LossThresholdOracle, auc, check_oracle, forgetting_rate
+
+__all__ = ["ForsakenResult", "apply_mask", "unlearn"]
+
+_EPS = 1e-12
+_SEED_BATCHES = 101
+_PROGRESS = 0.05  # decorrelates the batch-order stream from the generator's initial weights
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+@dataclasses.dataclass(eq=False)
+class ForsakenResult:
+    """What :func:`unlearn` produced."""
+
+    mask: dict[str, torch.Tensor]
+    """Parameter name -> delta (unlearned - original); every parameter of the model, zero where untouched."""
+    model: nn.Module
+    """The unlearned model: a copy, ``apply_mask(original, mask)``."""
+    history: list[dict[str, Any]]
+    """One row per step (step 0 = the original model); see ``docs/forsaken.md`` for the columns."""
+    stopped_because: str
+    """``target-fr``, ``target-auc``, ``max-steps``, ``stalled`` or ``nothing-to-forget``."""
+    neurons_touched: int
+    """Neurons (see :mod:`fedforget.forsaken.neurons`) with a non-zero entry in the mask."""
+    num_neurons: int
+    generator: MaskGenerator
+    oracle: Any
+    """The oracle that judged the stopping rule (the given one, or the fitted proxy)."""
+    seconds: float
+
+    @property
+    def touched_fraction(self) -> float:
+        """Fraction of the model's neurons the mask changes."""
+        return self.neurons_touched / self.num_neurons if self.num_neurons else 0.0
+
+    @property
+    def steps(self) -> int:
+        """Unlearning steps that were applied (accepted)."""
+        return sum(1 for row in self.history[1:] if row["accepted"])
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last row of the history (the unlearned model's measurements)."""
+        return self.history[-1]
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _as_pair(name: str, pair: Any) -> Pair:
+    if not isinstance(pair, tuple | list) or len(pair) != 2:
+        raise TypeError(f"{name} must be a pair (x, y) of arrays, got {type(pair).__name__}")
+    x, y = pair
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: x must be numeric, got dtype {x.dtype}")
+    if x.ndim < 2:
+        raise ValueError(f"{name}: x must be a batch N x features..., got shape {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if y.ndim != 1:
+        raise ValueError(f"{name}: y must be a 1-D array of labels, got shape {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: {len(x)} samples but {len(y)} labels")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"{name}: labels must be integers, got dtype {y.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: x contains NaN or infinite values")
+    return x, y.astype(np.int64, copy=False)
+
+
+def _num_classes(model: nn.Module, name: str, x: np.ndarray, device: torch.device) -> int:
+    expected = getattr(model, "input_shape", None)
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(
+            f"{name}: samples have shape {tuple(x.shape[1:])} but the model ({type(model).__name__}) expects "
+            f"{tuple(expected)}"
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.as_tensor(x[:2], device=device))
+    except RuntimeError as error:
+        raise ValueError(
+            f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the model ({type(model).__name__}): {error}"
+        ) from error
+    finally:
+        model.train(was_training)
+    if out.dim() != 2 or out.shape[1] < 2:
+        raise ValueError(
+            f"the model must output N x num_classes scores (>= 2 classes), got {tuple(out.shape)}"
+        )
+    return int(out.shape[1])
+
+
+def _check_labels(name: str, y: np.ndarray, num_classes: int) -> None:
+    if y.min() < 0 or y.max() >= num_classes:
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise ValueError(
+            f"{name}: label {bad} is outside [0, {num_classes}) of the model's {num_classes} outputs"
+        )
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration as error:
+        raise ValueError(f"{type(model).__name__} has no parameters to unlearn") from error
+
+
+def _kl_to_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """mean_i KL(t_i || softmax(z_i)) = mean_i sum_c t_ic (log t_ic - log p_ic)."""
+    log_p = torch.log_softmax(logits, dim=1)
+    return (targets * (torch.log(targets.clamp_min(_EPS)) - log_p)).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def _class_targets(
+    model: nn.Module, x_ref: torch.Tensor, y_ref: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """``K x K``: row c = mean softmax of the original model on reference samples of class c.
+
+    Classes absent from the reference set get the mean over the whole reference set.
+    """
+    probs = torch.softmax(model(x_ref), dim=1).double()
+    overall = probs.mean(dim=0)
+    rows = []
+    for c in range(num_classes):
+        chosen = probs[y_ref == c]
+        rows.append(chosen.mean(dim=0) if len(chosen) else overall)
+    return torch.stack(rows).float()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    forget: torch.Tensor
+    retain: torch.Tensor
+    reference: torch.Tensor
+
+
+class _Batches:
+    """Seeded, endless stream of index batches over ``n`` samples (reshuffled at each pass)."""
+
+    def __init__(self, n: int, size: int, generator: torch.Generator) -> None:
+        self.n, self.size, self.generator = n, min(size, n), generator
+        self.queue: list[torch.Tensor] = []
+
+    def next(self) -> torch.Tensor:
+        if not self.queue:
+            order = torch.randperm(self.n, generator=self.generator)
+            whole = self.n // self.size * self.size
+            self.queue = list(order[:whole].split(self.size)) if whole else [order]
+        return self.queue.pop(0)
+
+
+# --------------------------------------------------------------------------------------------- core
+_STATS = ("forget_acc", "retain_acc", "member_fraction", "fr", "auc")
+_MAX_MEASURE = 1024  # retained samples the per-step retain accuracy is measured on
+
+
+class _Unlearner:
+    def __init__(
+        self,
+        model: nn.Module,
+        forget: Pair,
+        reference: Pair,
+        retain: Pair,
+        config: ForsakenConfig,
+        oracle: Any,
+        num_classes: int,
+    ) -> None:
+        from fedforget.models import criterion_for
+
+        self.config = config
+        self.original = model
+        self.device = _device(model)
+        self.work = copy.deepcopy(model).eval()  # eval mode: BatchNorm running statistics stay frozen
+        self.layers: list[Layer] = find_layers(self.work)
+        for p in self.work.parameters():
+            p.requires_grad_(False)
+        self.masked = [name for layer in self.layers for name in layer.params]
+        self.base = {n: p.detach().clone() for n, p in self.work.named_parameters()}
+        self.delta = {n: torch.zeros_like(p) for n, p in self.base.items()}
+        self.criterion = criterion_for(model)
+        self.forget_np, self.reference_np = forget, reference
+
+        def t(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.as_tensor(pair[0], device=self.device), torch.as_tensor(pair[1], device=self.device)
+
+        self.xf, self.yf = t(forget)
+        self.xr, self.yr = t(reference)
+        self.xk, self.yk = t(retain)
+        self.num_classes = num_classes
+        with torch.no_grad():
+            self.base_targets = _class_targets(self.work, self.xr, self.yr, num_classes)[self.yf]
+            self.reference_probs = torch.softmax(self.work(self.xr), dim=1)
+            # the forget term is measured relative to its value on the original model
+            self.forget_scale = max(float(_kl_to_targets(self.work(self.xf), self.base_targets)), 1e-3)
+        self.flatten = 0.0
+        self.targets = self.base_targets
+        rng = torch.Generator().manual_seed(config.seed * 1000 + _SEED_BATCHES)
+        self.forget_batches = _Batches(len(self.yf), config.batch_size, rng)
+        self.reference_batches = _Batches(len(self.yr), config.batch_size, rng)
+        self.retain_batches = _Batches(len(self.yk), config.batch_size, rng)
+        self.generator = MaskGenerator.seeded(config.seed, hidden=config.generator_hidden).to(self.device)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
+        self.oracle = oracle if oracle is not None else LossThresholdOracle.fit(model, retain, reference)
+        self.snapshot = copy.deepcopy(
+            self.work
+        )  # what the oracle judges: a plain module at the current weights
+        self.member_before = np.asarray(self.oracle.decide(model, *forget), dtype=bool)
+        self.eta = config.step_size
+
+    # ---- model evaluation
+    def params(self) -> dict[str, torch.Tensor]:
+        return {n: self.base[n] + self.delta[n] for n in self.base}
+
+    def forward(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.work, dict(params), (x,))
+
+    def objective(self, params: Mapping[str, torch.Tensor], batch: _Batch) -> dict[str, torch.Tensor]:
+        """The terms of J: forget (KL to the targets), retain (criterion), reference (KL to the original)."""
+        forget_logits = self.forward(params, self.xf[batch.forget])
+        terms = {
+            "forget": _kl_to_targets(forget_logits, self.targets[batch.forget]) / self.forget_scale,
+            "retain": self.criterion(self.forward(params, self.xk[batch.retain]), self.yk[batch.retain]),
+        }
+        if self.config.lambda_reference > 0:
+            logits = self.forward(params, self.xr[batch.reference])
+            terms["reference"] = (
+                _kl_to_targets(logits, self.reference_probs[batch.reference]) / self.forget_scale
+            )
+        return terms
+
+    def keep(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The terms that protect accuracy: lambda_retain * retain + lambda_reference * reference."""
+        value = self.config.lambda_retain * terms["retain"]
+        if "reference" in terms:
+            value = value + self.config.lambda_reference * terms["reference"]
+        return value
+
+    def total(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        value = terms["forget"] + self.keep(terms)
+        if "sparse" in terms:
+            value = value + self.config.lambda_sparse * terms["sparse"]
+        return value
+
+    # ---- one step's inputs to the generator
+    def features(
+        self, batch: _Batch
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per-neuron features, and the forgetting / repair directions (per parameter) at the current weights."""
+        current = self.params()
+        leaves = {n: current[n].clone().requires_grad_(n in self.masked) for n in current}
+        masked = [leaves[n] for n in self.masked]
+        recorder = ActivationRecorder(self.layers)
+        forget_logits = self.forward(leaves, self.xf[batch.forget])
+        act_forget = {k: v.mean(dim=0) for k, v in recorder.close().items()}
+        forget_term = _kl_to_targets(forget_logits, self.targets[batch.forget]) / self.forget_scale
+        grad_forget = dict(zip(self.masked, torch.autograd.grad(forget_term, masked), strict=True))
+        recorder = ActivationRecorder(self.layers)
+        terms = {"retain": self.criterion(self.forward(leaves, self.xk[batch.retain]), self.yk[batch.retain])}
+        logits_ref = self.forward(leaves, self.xr[batch.reference])
+        act = recorder.close()
+        act_reference = {k: (v.mean(dim=0), v.std(dim=0, unbiased=False)) for k, v in act.items()}
+        if self.config.lambda_reference > 0:
+            terms["reference"] = (
+                _kl_to_targets(logits_ref, self.reference_probs[batch.reference]) / self.forget_scale
+            )
+        keep = self.keep(terms)
+        grads = (
+            torch.autograd.grad(keep, masked, allow_unused=True)
+            if keep.requires_grad
+            else [None] * len(masked)
+        )
+        grad_keep = {n: torch.zeros_like(current[n]) if g is None else g for n, g in zip(self.masked, grads)}
+        features = neuron_features(self.layers, current, grad_forget, grad_keep, act_forget, act_reference)
+        # both directions use the layer's forgetting scale: RMS(forget direction) = RMS(layer parameters)
+        forget_dir: dict[str, torch.Tensor] = {}
+        keep_dir: dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            w = torch.cat([current[n].reshape(-1) for n in layer.params])
+            g = torch.cat([grad_forget[n].reshape(-1) for n in layer.params])
+            scale = max(float(w.pow(2).mean().sqrt()), 1e-3) / (float(g.pow(2).mean().sqrt()) + _EPS)
+            for n in layer.params:
+                forget_dir[n] = -grad_forget[n] * scale
+                keep_dir[n] = -grad_keep[n] * scale
+        return features, forget_dir, keep_dir
+
+    def mask_from_gates(
+        self,
+        gates: torch.Tensor,
+        forget_dir: Mapping[str, torch.Tensor],
+        keep_dir: Mapping[str, torch.Tensor],
+        eta: float,
+    ) -> dict[str, torch.Tensor]:
+        """m_p = eta * (a_j * D^f_p + b_j * D^k_p) for every parameter p of neuron j."""
+        mask: dict[str, torch.Tensor] = {}
+        start = 0
+        for layer in self.layers:
+            a = gates[start : start + layer.num_neurons, 0]
+            b = gates[start : start + layer.num_neurons, 1]
+            start += layer.num_neurons
+            for n in layer.params:
+                shape = (-1, *([1] * (forget_dir[n].dim() - 1)))
+                mask[n] = eta * (a.reshape(shape) * forget_dir[n] + b.reshape(shape) * keep_dir[n])
+        return mask
+
+    def sparse_term(
+        self, mask: Mapping[str, torch.Tensor], forget_dir: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """||m||_1 / (eta * ||D^f||_1): 1 for the mask with every forget gate at 1 and no repair."""
+        full = sum(float(forget_dir[n].abs().sum()) for n in self.masked) * self.eta
+        return sum(mask[n].abs().sum() for n in self.masked) / (full + _EPS)
+
+    # ---- measurements and stopping
+    def measure(self) -> dict[str, Any]:
+        with torch.no_grad():
+            for n, p in self.snapshot.named_parameters():
+                p.copy_(self.base[n] + self.delta[n])
+            self.snapshot.eval()
+            forget_acc = float((self.snapshot(self.xf).argmax(1) == self.yf).float().mean())
+            xk, yk = self.xk[:_MAX_MEASURE], self.yk[:_MAX_MEASURE]
+            retain_acc = float((self.snapshot(xk).argmax(1) == yk).float().mean())
+        scores_f = np.asarray(self.oracle.scores(self.snapshot, *self.forget_np), dtype=np.float64)
+        scores_r = np.asarray(self.oracle.scores(self.snapshot, *self.reference_np), dtype=np.float64)
+        member_after = scores_f >= self.oracle.threshold
+        return {
+            "forget_acc": forget_acc,
+            "retain_acc": retain_acc,
+            "member_fraction": float(member_after.mean()),
+            "fr": forgetting_rate(self.member_before, member_after),
+            "auc": auc(scores_f, scores_r),
+        }
+
+    def reached(self, row: Mapping[str, Any]) -> str | None:
+        config = self.config
+        if config.target == "fr":
+            if not self.member_before.any():
+                return "nothing-to-forget"
+            return "target-fr" if row["fr"] >= config.target_fr - 1e-12 else None
+        return "target-auc" if abs(row["auc"] - 0.5) <= config.auc_tolerance + 1e-12 else None
+
+    def overshot(self, row: Mapping[str, Any]) -> bool:
+        """With target="retrain": the forget set now looks *less* member-like than never-seen data."""
+        return self.config.target == "retrain" and row["auc"] < 0.5 - self.config.auc_tolerance
+
+    def escalate(self) -> None:
+        """Mix the forget targets a further ``escalation`` towards the uniform confidence vector."""
+        self.flatten = min(1.0, self.flatten + self.config.escalation)
+        uniform = torch.full_like(self.base_targets, 1.0 / self.num_classes)
+        self.targets = (1.0 - self.flatten) * self.base_targets + self.flatten * uniform
+
+    def next_batch(self) -> _Batch:
+        return _Batch(self.forget_batches.next(), self.retain_batches.next(), self.reference_batches.next())
+
+    # ---- one unlearning step
+    def train_generator(
+        self, features: torch.Tensor, forget_dir: dict, keep_dir: dict, batch: _Batch
+    ) -> None:
+        """Several Adam updates of the generator, differentiating J through the applied step w + m(theta)."""
+        current = self.params()
+        self.generator.train()
+        for _ in range(self.config.inner_updates):
+            mask = self.mask_from_gates(self.generator(features), forget_dir, keep_dir, self.eta)
+            trial = {n: current[n] + mask[n] if n in mask else current[n] for n in current}
+            terms = self.objective(trial, batch)
+            terms["sparse"] = self.sparse_term(mask, forget_dir)
+            loss = self.total(terms)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        self.generator.eval()
+
+    @torch.no_grad()
+    def try_step(
+        self, gates: torch.Tensor, forget_dir: dict, keep_dir: dict, held_out: _Batch
+    ) -> tuple[bool, float, dict[str, float], dict[str, Any] | None, float]:
+        """Apply the step if the forget term and J both fall on held-out batches (halving it up to
+        ``max_backtracks`` times); returns (accepted, scale, terms, measurements, sparse)."""
+        current = self.params()
+        before = {k: float(v) for k, v in self.objective(current, held_out).items()}
+        before_total = float(self.total(before))
+        scale = 1.0
+        for _ in range(self.config.max_backtracks + 1):
+            mask = self.mask_from_gates(gates, forget_dir, keep_dir, self.eta * scale)
+            trial = {n: current[n] + mask[n] if n in mask else current[n] for n in current}
+            after = {k: float(v) for k, v in self.objective(trial, held_out).items()}
+            after_total = float(self.total(after))
+            if (
+                math.isfinite(after_total)
+                and after_total < before_total
+                and after["forget"] < before["forget"]
+            ):
+                for n, m in mask.items():
+                    self.delta[n] = self.delta[n] + m
+                measured = self.measure()
+                if not self.overshot(measured):
+                    return True, scale, after, measured, float(self.sparse_term(mask, forget_dir))
+                for n, m in mask.items():  # undo, retry smaller
+                    self.delta[n] = self.delta[n] - m
+            scale /= 2
+        return False, 0.0, before, None, 0.0
+
+    def run(self) -> ForsakenResult:
+        config = self.config
+        start = time.perf_counter()
+        held_out = self.next_batch()
+        with torch.no_grad():
+            terms = {k: float(v) for k, v in self.objective(self.params(), held_out).items()}
+        row: dict[str, Any] = {
+            "step": 0,
+            "accepted": True,
+            "scale": 0.0,
+            "objective": float(self.total(terms)),
+            **{f"{k}_loss": v for k, v in terms.items()},
+            "sparse": 0.0,
+            "gated_neurons": 0,
+            "flatten": 0.0,
+            **self.measure(),
+            "seconds": time.perf_counter() - start,
+        }
+        history = [row]
+        stopped = self.reached(row)
+        stale, best_fr, best_gap, best_forget = 0, row["fr"], abs(row["auc"] - 0.5), row["forget_loss"]
+        bar = tqdm(
+            total=config.max_steps, desc="forsaken", unit="step", disable=not config.progress, leave=False
+        )
+        step = 0
+        while stopped is None:
+            if step >= config.max_steps:
+                stopped = "max-steps"
+                break
+            step += 1
+            batch, held_out = self.next_batch(), self.next_batch()
+            features, forget_dir, keep_dir = self.features(batch)
+            self.train_generator(features, forget_dir, keep_dir, batch)
+            with torch.no_grad():
+                gates = MaskGenerator.hard(self.generator(features), config.gate_floor)
+            accepted, scale, terms, measured, sparse = self.try_step(gates, forget_dir, keep_dir, held_out)
+            if accepted:
+                if scale == 1.0:
+                    self.eta = min(config.step_size, 2 * self.eta)
+            else:
+                measured = {k: row[k] for k in _STATS}
+                self.eta /= 2  # the next step starts smaller
+            row = {
+                "step": step,
+                "accepted": accepted,
+                "scale": scale,
+                "objective": float(self.total(terms)),
+                **{f"{k}_loss": float(v) for k, v in terms.items()},
+                "sparse": sparse,
+                "gated_neurons": int((gates[:, 0] > 0).sum()),
+                "flatten": self.flatten,
+                **measured,
+                "seconds": time.perf_counter() - start,
+            }
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(fr=f"{row['fr']:.2f}", auc=f"{row['auc']:.3f}", acc=f"{row['retain_acc']:.3f}")
+            stopped = self.reached(row)
+            # progress: the judged quantity improved, or the forget term fell by >= 5 % of its best value
+            forget_now = row["forget_loss"] if accepted else math.inf
+            if config.target == "fr":
+                progress = row["fr"] > best_fr or forget_now < (1 - _PROGRESS) * best_forget
+            else:
+                progress = abs(row["auc"] - 0.5) < best_gap or forget_now < (1 - _PROGRESS) * best_forget
+            best_fr, best_gap = max(best_fr, row["fr"]), min(best_gap, abs(row["auc"] - 0.5))
+            best_forget = min(best_forget, forget_now)
+            stale = 0 if progress else stale + 1
+            if stopped is None and stale >= config.patience:
+                if config.target == "fr" and config.escalation > 0 and self.flatten < 1.0:
+                    self.escalate()
+                    best_forget, stale, self.eta = math.inf, 0, config.step_size
+                    row["escalated_to"] = self.flatten
+                else:
+                    stopped = "stalled"
+        bar.close()
+        model = copy.deepcopy(self.original)
+        mask_out = {n: self.delta[n].detach().clone() for n in self.base}
+        _set_params(model, {n: self.base[n] + mask_out[n] for n in self.base})
+        return ForsakenResult(
+            mask=mask_out,
+            model=model,
+            history=history,
+            stopped_because=stopped,
+            neurons_touched=self._touched_neurons(mask_out),
+            num_neurons=sum(layer.num_neurons for layer in self.layers),
+            generator=self.generator,
+            oracle=self.oracle,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _touched_neurons(self, mask: Mapping[str, torch.Tensor]) -> int:
+        total = 0
+        for layer in self.layers:
+            rows = torch.cat([mask[n].reshape(layer.num_neurons, -1) for n in layer.params], dim=1)
+            total += int((rows != 0).any(dim=1).sum())
+        return total
+
+
+def _set_params(model: nn.Module, values: Mapping[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(values[n])
+
+
+# ---------------------------------------------------------------------------------------- public API
+def unlearn(
+    model: nn.Module,
+    forget: Pair,
+    reference: Pair,
+    retain: Pair,
+    config: ForsakenConfig | None = None,
+    oracle: Any = None,
+) -> ForsakenResult:
+    """Forget ``forget = (x, y)`` from ``model`` with Forsaken's trained neuron masks.
+
+    ``reference``: samples the model never saw (the client's held-out data), which define what
+    "perfectly forgotten" confidences look like; ``retain``: a few batches of retained training data,
+    which keep the accuracy. ``oracle``: a fitted membership oracle for the stopping rule (default:
+    a loss-threshold oracle fitted on ``retain`` vs ``reference``). The input model is not modified.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    config = ForsakenConfig() if config is None else config
+    if not isinstance(config, ForsakenConfig):
+        raise TypeError(f"config must be a ForsakenConfig, got {type(config).__name__}")
+    if oracle is not None:
+        check_oracle(oracle)
+    device = _device(model)
+    pairs = {"forget": forget, "reference": reference, "retain": retain}
+    checked = {name: _as_pair(name, pair) for name, pair in pairs.items()}
+    num_classes = _num_classes(model, "forget", checked["forget"][0], device)
+    for name, (x, y) in checked.items():
+        if name != "forget":
+            _num_classes(model, name, x, device)
+        _check_labels(name, y, num_classes)
+    unlearner = _Unlearner(
+        model, checked["forget"], checked["reference"], checked["retain"], config, oracle, num_classes
+    )
+    return unlearner.run()
+
+
+def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], scale: float = 1.0) -> nn.Module:
+    """A copy of ``model`` with ``scale * mask[name]`` added to each named parameter (buffers unchanged).
+
+    Names missing from ``mask`` are left as they are; an unknown name or a shape mismatch is an error.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    params = dict(model.named_parameters())
+    unknown = sorted(set(mask) - set(params))
+    if unknown:
+        raise KeyError(f"mask names parameters the model does not have: {', '.join(unknown[:5])}")
+    for name, delta in mask.items():
+        if not isinstance(delta, torch.Tensor):
+            raise TypeError(f"mask[{name!r}] must be a torch.Tensor, got {type(delta).__name__}")
+        if tuple(delta.shape) != tuple(params[name].shape):
+            raise ValueError(
+                f"mask[{name!r}] has shape {tuple(delta.shape)}, the parameter has {tuple(params[name].shape)}"
+            )
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            if name in mask:
+                delta = mask[name].to(device=p.device, dtype=p.dtype)
+                p.copy_(p + delta if scale == 1.0 else p + scale * delta)
+    return out
