@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# The demo's story: 5 clients train; before round 3 client 0 withdraws 10% of its samples; Forsaken
+# unlearns them; training goes on. Override with e.g. make demo ARGS="--dataset mnist".
+ARGS ?= --set withdrawals=3:0:samples:0.1
+
 demo: setup
 	$(PY) -m simulations.run $(ARGS)
 

@@ -189,7 +189,7 @@ class RequestStore:
             query += " WHERE state = ?"
             params = (state,)
         with self._connect() as db:
-            rows = db.execute(query + " ORDER BY created, request_id", params).fetchall()
+            rows = db.execute(query + " ORDER BY rowid", params).fetchall()
         return [_request(r) for r in rows]
 
     def pending(self) -> list[StoredRequest]:

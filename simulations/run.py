@@ -20,6 +20,7 @@ from typing import IO, Any
 from fedforget import data, models
 from fedforget.config import ConfigError, RunConfig
 from fedforget.data.registry import entry, is_file_name
+from fedforget.plots import plot_run
 from fedforget.records import RunRecord, new_run_id
 from fedforget.splits import SplitError
 from simulations.launcher import PROJECT_ROOT, FlowerRunError, federation, submit_run
@@ -106,6 +107,30 @@ def simulate(
     return record
 
 
+def summary_lines(record: RunRecord) -> list[str]:
+    """A short account of the run: accuracy over training, and each withdrawal's outcome."""
+    rows = record.metrics()
+    trained = [r for r in rows if r.get("phase") in ("init", "train")]
+    lines = [
+        f"test accuracy {trained[0]['test-accuracy']:.4f} -> {trained[-1]['test-accuracy']:.4f} "
+        f"over {len(trained) - 1} rounds"
+    ]
+    if (record.path / "withdrawals.json").exists():
+        for request in record.read_json("withdrawals.json")["requests"]:
+            receipt = request.get("receipt") or {}
+            fr = receipt.get("fr")
+            fr_text = "-" if fr is None else f"{fr:.3f}"
+            before = receipt.get("test-accuracy-before", float("nan"))
+            after = receipt.get("test-accuracy-after", float("nan"))
+            lines.append(
+                f"withdrawal {request['request-id']} ({request['num-ids']} samples of client "
+                f"{request['client']}): {request['outcome']} in {receipt.get('unlearn-rounds', 0)} "
+                f"unlearning round(s); FR {fr_text} ({receipt.get('b-t')} of {request['num-ids']} judged "
+                f"members before); test accuracy {before:.4f} -> {after:.4f} by unlearning"
+            )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,11 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlowerRunError as error:
         print(f"error: the Flower run failed: {error}", file=sys.stderr)
         return 1
-    rows = [r for r in record.metrics() if r.get("phase") in ("init", "train")]
-    print(
-        f"[fedforget] done: test accuracy {rows[0]['test-accuracy']:.4f} -> {rows[-1]['test-accuracy']:.4f} "
-        f"over {len(rows) - 1} rounds"
-    )
+    for line in summary_lines(record):
+        print(f"[fedforget] {line}")
+    print(f"[fedforget] plot: {plot_run(record)}")
     print(f"[fedforget] run record: {record.path}")
     return 0
 

@@ -1,0 +1,142 @@
+"""The device-side command line: ``fedforget withdraw`` and ``fedforget status``.
+
+    fedforget withdraw --store dev0.sqlite --partition-id 0 --config runs/<id>/config.json --ids 12,40,77
+    fedforget withdraw --store dev0.sqlite --partition-id 0 --set dataset=letter num-clients=5 --class 3
+    fedforget withdraw --store dev0.sqlite --partition-id 0 --config cfg.json --all
+    fedforget status   --store dev0.sqlite
+
+``withdraw`` writes the request to the device's durable store (SQLite) and tombstones the samples at
+once (they are never trained on again), then prints the request id; the server learns of the request
+the next time it asks (every round) and runs the unlearning rounds. ``status`` lists every request
+with its state and, once completed, its receipt. The run config (``--config`` JSON, e.g. a run
+record's ``config.json``, and/or ``--set key=value``) tells the device which samples are its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedforget.config import ConfigError, RunConfig
+from fedforget.request_store import RequestError, RequestStore
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        doc = json.loads(Path(args.config).read_text())
+        doc.pop("environment", None)
+        values.update(doc)
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            values[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            values[key.strip()] = raw
+    return RunConfig.from_mapping(values)
+
+
+def _parse_ids(text: str) -> np.ndarray:
+    try:
+        ids = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise RequestError(f"--ids expects comma-separated integers, got {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise RequestError("global ids are >= 0")
+    return np.asarray(ids, dtype=np.int64)
+
+
+def withdraw(args: argparse.Namespace) -> int:
+    from fedforget.client_data import ClientData
+
+    config = _config(args)
+    data = ClientData.for_partition(config, args.partition_id)
+    store = RequestStore(args.store)
+    live = data.without(store.tombstoned())
+    if args.ids is not None:
+        grain, arg, ids = "samples", None, _parse_ids(args.ids)
+    elif args.class_label is not None:
+        grain, arg = "class", float(args.class_label)
+        ids = live.train_ids[live.y_train == args.class_label]
+        if ids.size == 0:
+            raise RequestError(
+                f"this device holds no (not yet withdrawn) samples of class {args.class_label}"
+            )
+    else:
+        grain, arg, ids = "client", None, live.train_ids
+        if ids.size == 0:
+            raise RequestError("this device holds no samples that are not already withdrawn")
+    stored = store.add(grain, ids, owned_ids=data.train_ids, arg=arg, request_id=args.request_id)
+    print(stored.request_id)
+    print(
+        f"stored in {store.path}: {grain} withdrawal of {len(stored.ids)} samples, state {stored.state}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    store = RequestStore(args.store)
+    requests = store.all()
+    if args.json:
+        print(json.dumps([{**r.summary(), "receipt": r.receipt} for r in requests], indent=1))
+        return 0
+    if not requests:
+        print(f"no withdrawal requests in {store.path}")
+        return 0
+    print(f"{'request':<24} {'grain':<8} {'samples':>7} {'state':<10} updated")
+    for r in requests:
+        print(f"{r.request_id:<24} {r.grain:<8} {len(r.ids):>7} {r.state:<10} {r.updated}")
+        if r.receipt:
+            fr = r.receipt.get("fr")
+            print(
+                f"    receipt: FR {fr if fr is None else round(fr, 3)}, test accuracy "
+                f"{r.receipt.get('test-accuracy-before')} -> {r.receipt.get('test-accuracy-after')}, "
+                f"model {str(r.receipt.get('model-hash-before'))[:12]} -> {str(r.receipt.get('model-hash-after'))[:12]}"
+            )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedforget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    w = commands.add_parser("withdraw", help="withdraw samples of this device (durable, tombstoned at once)")
+    w.add_argument("--store", required=True, help="the device's request store (SQLite file)")
+    w.add_argument("--partition-id", type=int, required=True, help="this device's partition id")
+    w.add_argument("--config", help="run config JSON (e.g. a run record's config.json)")
+    w.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="run-config values")
+    w.add_argument("--request-id", help="an explicit request id (default: generated)")
+    what = w.add_mutually_exclusive_group(required=True)
+    what.add_argument("--ids", help="comma-separated global ids")
+    what.add_argument("--class", dest="class_label", type=int, help="all of this device's samples of a class")
+    what.add_argument("--all", action="store_true", help="all of this device's samples")
+    w.set_defaults(handler=withdraw)
+    s = commands.add_parser("status", help="list this device's requests and receipts")
+    s.add_argument("--store", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (RequestError, ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

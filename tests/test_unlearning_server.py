@@ -1,0 +1,68 @@
+"""The server's checks on client masks, and how accepted masks are applied."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedforget import data, models
+from server.unlearning import (
+    MaskRejected,
+    apply_masks,
+    model_hash,
+    parameter_names,
+    target_met,
+    validate_mask,
+)
+
+
+@pytest.fixture()
+def model() -> torch.nn.Module:
+    return models.build_model("logreg", data.info("digits"), seed=0)
+
+
+def _good_mask(model: torch.nn.Module, scale: float = 1e-3) -> dict[str, np.ndarray]:
+    return {n: np.full(tuple(p.shape), scale, dtype=np.float32) for n, p in model.named_parameters()}
+
+
+def test_a_good_mask_passes_and_masks_are_summed(model: torch.nn.Module) -> None:
+    state = model.state_dict()
+    masks = [_good_mask(model, 1e-3), _good_mask(model, 2e-3)]
+    for mask in masks:
+        validate_mask(mask, state, parameter_names(model), max_ratio=1.0)
+    new = apply_masks(state, masks)
+    for name in state:
+        np.testing.assert_allclose(new[name].numpy(), state[name].numpy() + 3e-3, rtol=1e-6)
+    assert model_hash(new) != model_hash(state) and model_hash(state) == model_hash(model.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m.update({"linear.weight_x": np.zeros(3, np.float32)}), "does not train"),
+        (lambda m: m.update({k: v[:1] for k, v in list(m.items())[:1]}), "has shape"),
+        (lambda m: m.update({k: v.astype(np.int64) for k, v in list(m.items())[:1]}), "dtype"),
+        (
+            lambda m: next(iter(m.values())).__setitem__((0,) * next(iter(m.values())).ndim, np.nan),
+            "non-finite",
+        ),
+        (lambda m: m.update({k: v * 1e6 for k, v in m.items()}), "exceeds max-mask-ratio"),
+        (lambda m: m.clear(), "empty"),
+    ],
+)
+def test_malformed_masks_are_rejected_with_a_clear_error(
+    model: torch.nn.Module, mutate, message: str
+) -> None:  # noqa: ANN001
+    mask = _good_mask(model)
+    mutate(mask)
+    with pytest.raises(MaskRejected, match=message):
+        validate_mask(mask, model.state_dict(), parameter_names(model), max_ratio=1.0)
+
+
+def test_target_rules() -> None:
+    assert target_met("fr", 0.9, {"fr": 0.95}) and not target_met("fr", 0.9, {"fr": 0.5})
+    assert not target_met("fr", 0.9, {"fr": None})
+    assert target_met("retrain", 0.9, {"attack-auc": 0.52}) and not target_met(
+        "retrain", 0.9, {"attack-auc": 0.7}
+    )
