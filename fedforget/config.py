@@ -155,6 +155,12 @@ class RunConfig:
         _require(self.oracle in ORACLES, "oracle", self.oracle, f"one of {', '.join(ORACLES)}")
         _require(self.num_shadows >= 2, "num-shadows", self.num_shadows, "an integer >= 2")
         _require(
+            self.oracle != "lira" or self.num_shadows >= 3,
+            "num-shadows",
+            self.num_shadows,
+            ">= 3 with oracle=lira (each sample needs shadows that did not train on it)",
+        )
+        _require(
             self.shadow_epochs >= 0, "shadow-epochs", self.shadow_epochs, ">= 0 (0 = as the global model)"
         )
         from fedforget.withdrawals import WithdrawalError, check_schedule, parse_schedule
