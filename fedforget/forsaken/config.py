@@ -39,7 +39,7 @@ class ForsakenConfig:
     """Forgetting rate to reach with ``target="fr"``, in ``(0, 1]``."""
     auc_tolerance: float = 0.03
     """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
-    max_steps: int = 30
+    max_steps: int = 60
     """Most unlearning steps (each applies one mask gradient); >= 1."""
     inner_updates: int = 5
     """Generator updates (Adam steps) per unlearning step; >= 1."""
@@ -49,9 +49,9 @@ class ForsakenConfig:
     """Width of the generator's two hidden layers; >= 1."""
     step_size: float = 0.02
     """eta: a layer's mask gradient at gate 1 has RMS ``eta * RMS(layer weights)``; > 0."""
-    lambda_retain: float = 1.0
+    lambda_retain: float = 3.0
     """Weight of the loss on retained data in the generator's objective; >= 0."""
-    lambda_reference: float = 1.0
+    lambda_reference: float = 10.0
     """Weight of KL(original || current) confidences on the reference (never-seen) data; >= 0."""
     lambda_sparse: float = 0.05
     """Weight of the normalised L1 norm of the mask gradient; >= 0."""

@@ -143,14 +143,20 @@ def _kl_to_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _class_targets(
-    model: nn.Module, x_ref: torch.Tensor, y_ref: torch.Tensor, num_classes: int
-) -> torch.Tensor:
+def _fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The T in a fixed log-spaced grid over [0.01, 100] minimising the NLL of softmax(T z) (temperature scaling)."""
+    grid = torch.logspace(-2, 2, 81, dtype=torch.float64)
+    z = logits.double()
+    nll = torch.stack([nn.functional.cross_entropy(z * t, y) for t in grid])
+    return float(grid[int(torch.argmin(nll))])
+
+
+def _class_targets(probs: torch.Tensor, y_ref: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``K x K``: row c = mean softmax of the original model on reference samples of class c.
 
     Classes absent from the reference set get the mean over the whole reference set.
     """
-    probs = torch.softmax(model(x_ref), dim=1).double()
+    probs = probs.double()
     overall = probs.mean(dim=0)
     rows = []
     for c in range(num_classes):
@@ -220,10 +226,17 @@ class _Unlearner:
         self.xk, self.yk = t(retain)
         self.num_classes = num_classes
         with torch.no_grad():
-            self.base_targets = _class_targets(self.work, self.xr, self.yr, num_classes)[self.yf]
-            self.reference_probs = torch.softmax(self.work(self.xr), dim=1)
-            # the forget term is measured relative to its value on the original model
-            self.forget_scale = max(float(_kl_to_targets(self.work(self.xf), self.base_targets)), 1e-3)
+            ref_logits = self.work(self.xr)
+            # confidence vectors: softmax(T z); T = 1 for cross-entropy models, fitted on the reference
+            # set for the others (a hinge-loss SVM's scores are margins, not log-probabilities)
+            self.temperature = 1.0
+            if getattr(model, "loss_name", "cross_entropy") != "cross_entropy":
+                self.temperature = _fit_temperature(ref_logits, self.yr)
+            self.reference_probs = torch.softmax(self.temperature * ref_logits, dim=1)
+            self.base_targets = _class_targets(self.reference_probs, self.yr, num_classes)[self.yf]
+            # the KL terms are measured relative to the forget term's value on the original model
+            forget0 = _kl_to_targets(self.temperature * self.work(self.xf), self.base_targets)
+            self.forget_scale = max(float(forget0), 1e-6)
         self.flatten = 0.0
         self.targets = self.base_targets
         rng = torch.Generator().manual_seed(config.seed * 1000 + _SEED_BATCHES)
@@ -250,22 +263,23 @@ class _Unlearner:
         """The terms of J: forget (KL to the targets), retain (criterion), reference (KL to the original)."""
         forget_logits = self.forward(params, self.xf[batch.forget])
         terms = {
-            "forget": _kl_to_targets(forget_logits, self.targets[batch.forget]) / self.forget_scale,
+            "forget": _kl_to_targets(self.temperature * forget_logits, self.targets[batch.forget]) / self.forget_scale,
             "retain": self.criterion(self.forward(params, self.xk[batch.retain]), self.yk[batch.retain]),
         }
         if self.config.lambda_reference > 0:
             logits = self.forward(params, self.xr[batch.reference])
             terms["reference"] = (
-                _kl_to_targets(logits, self.reference_probs[batch.reference]) / self.forget_scale
+                _kl_to_targets(self.temperature * logits, self.reference_probs[batch.reference])
+                / self.forget_scale
             )
         return terms
 
     def keep(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The terms that protect accuracy: lambda_retain * retain + lambda_reference * reference."""
+        """The terms that protect accuracy: (1 - e) (lambda_retain * retain + lambda_reference * reference)."""
         value = self.config.lambda_retain * terms["retain"]
         if "reference" in terms:
             value = value + self.config.lambda_reference * terms["reference"]
-        return value
+        return (1.0 - self.flatten) * value
 
     def total(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
         value = terms["forget"] + self.keep(terms)
@@ -284,7 +298,8 @@ class _Unlearner:
         recorder = ActivationRecorder(self.layers)
         forget_logits = self.forward(leaves, self.xf[batch.forget])
         act_forget = {k: v.mean(dim=0) for k, v in recorder.close().items()}
-        forget_term = _kl_to_targets(forget_logits, self.targets[batch.forget]) / self.forget_scale
+        forget_term = _kl_to_targets(self.temperature * forget_logits, self.targets[batch.forget])
+        forget_term = forget_term / self.forget_scale
         grad_forget = dict(zip(self.masked, torch.autograd.grad(forget_term, masked), strict=True))
         recorder = ActivationRecorder(self.layers)
         terms = {"retain": self.criterion(self.forward(leaves, self.xk[batch.retain]), self.yk[batch.retain])}
@@ -293,7 +308,8 @@ class _Unlearner:
         act_reference = {k: (v.mean(dim=0), v.std(dim=0, unbiased=False)) for k, v in act.items()}
         if self.config.lambda_reference > 0:
             terms["reference"] = (
-                _kl_to_targets(logits_ref, self.reference_probs[batch.reference]) / self.forget_scale
+                _kl_to_targets(self.temperature * logits_ref, self.reference_probs[batch.reference])
+                / self.forget_scale
             )
         keep = self.keep(terms)
         grads = (
@@ -374,7 +390,8 @@ class _Unlearner:
         return self.config.target == "retrain" and row["auc"] < 0.5 - self.config.auc_tolerance
 
     def escalate(self) -> None:
-        """Mix the forget targets a further ``escalation`` towards the uniform confidence vector."""
+        """Raise the escalation level e by ``escalation``: the forget targets move towards the uniform
+        confidence vector, ``(1 - e) t + e / K``, and the keep terms are weighted ``(1 - e)``."""
         self.flatten = min(1.0, self.flatten + self.config.escalation)
         uniform = torch.full_like(self.base_targets, 1.0 / self.num_classes)
         self.targets = (1.0 - self.flatten) * self.base_targets + self.flatten * uniform
