@@ -1,0 +1,171 @@
+"""The server's whole round loop against the real ClientApp, over an in-process transport.
+
+``InProcessGrid`` delivers each message to the real ``clients.app`` handlers (one Context per node,
+as a SuperNode would keep); only the network is left out. It lets a test tamper with one client's
+replies, which a real simulation cannot do: a malicious mask must be rejected and never applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.app import app as client_app
+from server.loop import run_federated_training
+from server.setup import prepare_run
+
+
+class InProcessGrid(Grid):
+    """Routes messages to the real ClientApp in this process; ``tamper`` may rewrite replies."""
+
+    def __init__(
+        self, run_config: dict, tmp: Path, tamper: Callable[[Message], Message] | None = None
+    ) -> None:
+        num = int(run_config["num-clients"])
+        self.contexts = {
+            100 + pid: Context(
+                run_id=1,
+                node_id=100 + pid,
+                node_config={
+                    "partition-id": pid,
+                    "num-partitions": num,
+                    "request-store": str(tmp / f"dev{pid}.sqlite"),
+                },
+                state=RecordDict(),
+                run_config=run_config,
+            )
+            for pid in range(num)
+        }
+        self.tamper = tamper or (lambda m: m)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        replies = []
+        for msg in messages:
+            try:
+                reply = client_app(msg, self.contexts[msg.metadata.dst_node_id])
+            except Exception as error:  # noqa: BLE001 - Flower turns handler errors into error replies
+                reply = Message(Error(code=0, reason=repr(error)), reply_to=msg)
+            replies.append(self.tamper(reply))
+        return replies
+
+    # Unused by fedforget's server loop.
+    def create_message(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201, D102
+        raise NotImplementedError
+
+    def push_messages(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201, D102
+        raise NotImplementedError
+
+    def pull_messages(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201, D102
+        raise NotImplementedError
+
+    @property
+    def run(self):  # noqa: ANN201, D102
+        raise NotImplementedError
+
+    def set_run(self, run_id: int) -> None:  # noqa: D102
+        pass
+
+
+@pytest.fixture(autouse=True)
+def _identity() -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+
+
+def _run_config(tmp: Path, **changes: object) -> dict:
+    from simulations.run import resolve_run_config
+
+    values = {
+        "num-clients": 3,
+        "num-rounds": 2,
+        "local-epochs": 1,
+        "num-shadows": 2,
+        "shadow-epochs": 3,
+        "unlearn-rounds": 1,
+        "forsaken-steps": 4,
+        "withdrawals": "2:0:samples:0.1; 2:1:samples:0.1",
+        "run-dir": str(tmp / "runs"),
+        **changes,
+    }
+    return resolve_run_config(values, None)
+
+
+def test_a_malicious_mask_is_rejected_and_not_applied(tmp_path: Path) -> None:
+    bad_node = 101  # partition 1
+
+    def blow_up(reply: Message) -> Message:
+        if reply.metadata.message_type == "train.unlearn" and reply.metadata.src_node_id == bad_node:
+            mask = reply.content["mask"]
+            reply.content["mask"] = ArrayRecord({k: Array(mask[k].numpy() * 1e6 + 1.0) for k in mask})
+        return reply
+
+    run_config = _run_config(tmp_path)
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path, blow_up), run)
+    rows = run.record.metrics()
+    rejected = [r for r in rows if r.get("event") == "mask-rejected"]
+    assert len(rejected) == 1 and rejected[0]["node"] == bad_node
+    assert "exceeds max-mask-ratio" in rejected[0]["reason"]
+    unlearn = next(r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r)
+    assert unlearn["masks-accepted"] == 1 and unlearn["masks-rejected"] == 1
+    # The applied change is the good client's mask only: small, finite, and the model still works.
+    import torch
+
+    from server.unlearning import model_hash
+
+    state_before = torch.load(run.record.named_checkpoints()["before-unlearning"], weights_only=True)
+    state_after = torch.load(run.record.named_checkpoints()["after-unlearning"], weights_only=True)
+    delta = math.sqrt(
+        sum(float((state_after[k] - state_before[k]).double().square().sum()) for k in state_before)
+    )
+    assert delta == pytest.approx(unlearn["mask-l2"], rel=1e-4) and delta < 1e3
+    assert model_hash(state_after) != model_hash(state_before)
+    received = next(r for r in rows if r["phase"] == "withdrawal")
+    assert math.isfinite(unlearn["test-accuracy"])
+    assert unlearn["test-accuracy"] > received["test-accuracy"] - 0.25, (received, unlearn)
+
+
+def test_a_client_error_during_unlearning_is_logged(tmp_path: Path) -> None:
+    def fail_one(reply: Message) -> Message:
+        if reply.metadata.message_type == "train.unlearn" and reply.metadata.src_node_id == 100:
+            return Message(Error(code=1, reason="device crashed"), reply_to=_request_of(reply))
+        return reply
+
+    run_config = _run_config(tmp_path)
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path, fail_one), run)
+    rows = run.record.metrics()
+    assert any(r.get("event") == "mask-rejected" and "device crashed" in r["reason"] for r in rows)
+
+
+def _request_of(reply: Message) -> Message:
+    """A stand-in instruction with the reply's routing (to build an error reply in its place)."""
+    instruction = Message(RecordDict(), dst_node_id=reply.metadata.src_node_id, message_type="train.unlearn")
+    return instruction
+
+
+def test_no_valid_mask_stops_the_run(tmp_path: Path) -> None:
+    def blow_all(reply: Message) -> Message:
+        if reply.metadata.message_type == "train.unlearn":
+            mask = reply.content["mask"]
+            reply.content["mask"] = ArrayRecord(
+                {k: Array(np.full_like(mask[k].numpy(), np.nan)) for k in mask}
+            )
+        return reply
+
+    run_config = _run_config(tmp_path)
+    run = prepare_run(run_config)
+    with pytest.raises(RuntimeError, match="no client returned a valid mask"):
+        run_federated_training(InProcessGrid(run_config, tmp_path, blow_all), run)
+    assert "after-unlearning" not in run.record.named_checkpoints()
