@@ -30,7 +30,8 @@ class ForsakenConfig:
     Stopping (whichever comes first): ``target="fr"`` stops once the forgetting rate of the forget
     set, judged by the membership oracle, reaches ``target_fr``; ``target="retrain"`` stops once the
     oracle's AUC of forget-set scores against reference scores is within ``auc_tolerance`` of 0.5;
-    both stop after ``max_steps`` unlearning steps, or after ``patience`` consecutive rejected steps.
+    both stop after ``max_steps`` unlearning steps, or (``"stalled"``) after ``patience`` steps without
+    progress at the full escalation level. The equations are in ``docs/forsaken.md``.
     """
 
     target: str = "fr"
@@ -39,7 +40,7 @@ class ForsakenConfig:
     """Forgetting rate to reach with ``target="fr"``, in ``(0, 1]``."""
     auc_tolerance: float = 0.03
     """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
-    max_steps: int = 60
+    max_steps: int = 100
     """Most unlearning steps (each applies one mask gradient); >= 1."""
     inner_updates: int = 5
     """Generator updates (Adam steps) per unlearning step; >= 1."""
@@ -50,23 +51,27 @@ class ForsakenConfig:
     step_size: float = 0.02
     """eta: a layer's mask gradient at gate 1 has RMS ``eta * RMS(layer weights)``; > 0."""
     lambda_retain: float = 3.0
-    """Weight of the loss on retained data in the generator's objective; >= 0."""
+    """Weight of the model's own loss (cross-entropy / hinge) on retained batches; >= 0."""
     lambda_reference: float = 10.0
-    """Weight of KL(original || current) confidences on the reference (never-seen) data; >= 0."""
+    """Weight of KL(original || current confidences) on the reference data, in units of the forget
+    term's initial value; >= 0."""
     lambda_sparse: float = 0.05
     """Weight of the normalised L1 norm of the mask gradient; >= 0."""
+    max_accuracy_drop: float = 0.03
+    """A step is undone when the accuracy on the retained or the reference samples falls more than this
+    below the original model's; in [0, 1]."""
     gate_floor: float = 0.1
     """Applied gates below this are set to exactly 0 (the neuron is not touched); in [0, 2)."""
     max_backtracks: int = 3
-    """Halvings of a step that does not lower the held-out objective before it is rejected; >= 0."""
+    """Halvings of a step that does not help on held-out batches (or goes too far) before it is rejected."""
     patience: int = 4
-    """Steps without progress after which the targets are escalated (``"fr"``) or unlearning stops; >= 1."""
+    """Steps without progress after which the objective is escalated (or, fully escalated, it stops); >= 1."""
     escalation: float = 0.1
-    """With ``target="fr"``: how much further the forget targets move to uniform when stuck; in [0, 1]."""
+    """Escalation increment e: targets move to uniform, keep terms weigh (1 - e); in [0, 1]."""
     batch_size: int = 128
-    """Samples per batch of retained data, and the cap on forget / reference samples per step; >= 1."""
+    """Samples per retained / reference batch, and the cap on forget samples per step; >= 1."""
     seed: int = 0
-    """Seeds the generator's initial weights and the order of the retained batches."""
+    """Seeds the generator's initial weights, the batch order and the reference split."""
     progress: bool = False
     """Show a tqdm bar over the unlearning steps."""
 
@@ -94,6 +99,12 @@ class ForsakenConfig:
             ("lambda_retain", False, ">= 0", _number("lambda_retain", self.lambda_retain) >= 0),
             ("lambda_reference", False, ">= 0", _number("lambda_reference", self.lambda_reference) >= 0),
             ("lambda_sparse", False, ">= 0", _number("lambda_sparse", self.lambda_sparse) >= 0),
+            (
+                "max_accuracy_drop",
+                False,
+                "in [0, 1]",
+                0 <= _number("max_accuracy_drop", self.max_accuracy_drop) <= 1,
+            ),
             ("gate_floor", False, "in [0, 2)", 0 <= _number("gate_floor", self.gate_floor) < 2),
             (
                 "max_backtracks",

@@ -23,8 +23,11 @@ from fedforget.forsaken.oracle import LossThresholdOracle, auc, check_oracle, fo
 __all__ = ["ForsakenResult", "apply_mask", "unlearn"]
 
 _EPS = 1e-12
-_SEED_BATCHES = 101
-_PROGRESS = 0.05  # decorrelates the batch-order stream from the generator's initial weights
+_SEED_BATCHES = 101  # decorrelates the batch-order stream from the generator's initial weights
+_PROGRESS = 0.05  # a step makes progress when the forget term falls by this fraction of its best value
+_CHUNK = 512  # samples per forward pass when a whole set is evaluated
+_SEED_SPLIT = 211  # seeds the fit / check split of the reference set
+_MIN_SPLIT = 6  # smallest reference set that is split
 Pair = tuple[np.ndarray, np.ndarray]
 
 
@@ -92,7 +95,9 @@ def _as_pair(name: str, pair: Any) -> Pair:
     x = x.astype(np.float32, copy=False)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name}: x contains NaN or infinite values")
-    return x, y.astype(np.int64, copy=False)
+    y = y.astype(np.int64, copy=False)
+    # torch cannot share memory with read-only arrays (cached datasets are read-only)
+    return (x if x.flags.writeable else x.copy()), (y if y.flags.writeable else y.copy())
 
 
 def _num_classes(model: nn.Module, name: str, x: np.ndarray, device: torch.device) -> int:
@@ -109,7 +114,8 @@ def _num_classes(model: nn.Module, name: str, x: np.ndarray, device: torch.devic
             out = model(torch.as_tensor(x[:2], device=device))
     except RuntimeError as error:
         raise ValueError(
-            f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the model ({type(model).__name__}): {error}"
+            f"{name}: samples of shape {tuple(x.shape[1:])} do not fit the model "
+            f"({type(model).__name__}): {error}"
         ) from error
     finally:
         model.train(was_training)
@@ -136,6 +142,11 @@ def _device(model: nn.Module) -> torch.device:
         raise ValueError(f"{type(model).__name__} has no parameters to unlearn") from error
 
 
+def _chunked(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` evaluated ``_CHUNK`` samples at a time."""
+    return torch.cat([module(x[b : b + _CHUNK]) for b in range(0, len(x), _CHUNK)])
+
+
 def _kl_to_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """mean_i KL(t_i || softmax(z_i)) = mean_i sum_c t_ic (log t_ic - log p_ic)."""
     log_p = torch.log_softmax(logits, dim=1)
@@ -144,7 +155,7 @@ def _kl_to_targets(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
-    """The T in a fixed log-spaced grid over [0.01, 100] minimising the NLL of softmax(T z) (temperature scaling)."""
+    """Temperature scaling: the T of a log-spaced grid over [0.01, 100] minimising the NLL of softmax(T z)."""
     grid = torch.logspace(-2, 2, 81, dtype=torch.float64)
     z = logits.double()
     nll = torch.stack([nn.functional.cross_entropy(z * t, y) for t in grid])
@@ -188,7 +199,7 @@ class _Batches:
 
 
 # --------------------------------------------------------------------------------------------- core
-_STATS = ("forget_acc", "retain_acc", "member_fraction", "fr", "auc")
+_STATS = ("forget_acc", "retain_acc", "reference_acc", "member_fraction", "fr", "auc")
 _MAX_MEASURE = 1024  # retained samples the per-step retain accuracy is measured on
 
 
@@ -222,11 +233,20 @@ class _Unlearner:
             return torch.as_tensor(pair[0], device=self.device), torch.as_tensor(pair[1], device=self.device)
 
         self.xf, self.yf = t(forget)
-        self.xr, self.yr = t(reference)
+        # the reference set is split (seeded): two thirds "fit" the targets and the reference term, one
+        # third "checks" the accuracy guard on data the objective never sees (all of it when < 6 samples)
+        order = torch.randperm(
+            len(reference[1]), generator=torch.Generator().manual_seed(config.seed + _SEED_SPLIT)
+        )
+        num_check = len(order) // 3 if len(order) >= _MIN_SPLIT else 0
+        fit, check = (order[num_check:], order[:num_check]) if num_check else (order, order)
+        xr, yr = t(reference)
+        self.xr, self.yr = xr[fit.to(self.device)], yr[fit.to(self.device)]
+        self.xc, self.yc = xr[check.to(self.device)], yr[check.to(self.device)]
         self.xk, self.yk = t(retain)
         self.num_classes = num_classes
         with torch.no_grad():
-            ref_logits = self.work(self.xr)
+            ref_logits = _chunked(self.work, self.xr)
             # confidence vectors: softmax(T z); T = 1 for cross-entropy models, fitted on the reference
             # set for the others (a hinge-loss SVM's scores are margins, not log-probabilities)
             self.temperature = 1.0
@@ -235,7 +255,7 @@ class _Unlearner:
             self.reference_probs = torch.softmax(self.temperature * ref_logits, dim=1)
             self.base_targets = _class_targets(self.reference_probs, self.yr, num_classes)[self.yf]
             # the KL terms are measured relative to the forget term's value on the original model
-            forget0 = _kl_to_targets(self.temperature * self.work(self.xf), self.base_targets)
+            forget0 = _kl_to_targets(self.temperature * _chunked(self.work, self.xf), self.base_targets)
             self.forget_scale = max(float(forget0), 1e-6)
         self.flatten = 0.0
         self.targets = self.base_targets
@@ -246,9 +266,8 @@ class _Unlearner:
         self.generator = MaskGenerator.seeded(config.seed, hidden=config.generator_hidden).to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
         self.oracle = oracle if oracle is not None else LossThresholdOracle.fit(model, retain, reference)
-        self.snapshot = copy.deepcopy(
-            self.work
-        )  # what the oracle judges: a plain module at the current weights
+        # what the oracle judges: a plain module holding the current weights
+        self.snapshot = copy.deepcopy(self.work)
         self.member_before = np.asarray(self.oracle.decide(model, *forget), dtype=bool)
         self.eta = config.step_size
 
@@ -263,7 +282,8 @@ class _Unlearner:
         """The terms of J: forget (KL to the targets), retain (criterion), reference (KL to the original)."""
         forget_logits = self.forward(params, self.xf[batch.forget])
         terms = {
-            "forget": _kl_to_targets(self.temperature * forget_logits, self.targets[batch.forget]) / self.forget_scale,
+            "forget": _kl_to_targets(self.temperature * forget_logits, self.targets[batch.forget])
+            / self.forget_scale,
             "retain": self.criterion(self.forward(params, self.xk[batch.retain]), self.yk[batch.retain]),
         }
         if self.config.lambda_reference > 0:
@@ -275,7 +295,7 @@ class _Unlearner:
         return terms
 
     def keep(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The terms that protect accuracy: (1 - e) (lambda_retain * retain + lambda_reference * reference)."""
+        """The accuracy-keeping terms: (1 - e) (lambda_retain * retain + lambda_reference * reference)."""
         value = self.config.lambda_retain * terms["retain"]
         if "reference" in terms:
             value = value + self.config.lambda_reference * terms["reference"]
@@ -291,7 +311,7 @@ class _Unlearner:
     def features(
         self, batch: _Batch
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Per-neuron features, and the forgetting / repair directions (per parameter) at the current weights."""
+        """Per-neuron features, and the forgetting / repair directions at the current weights."""
         current = self.params()
         leaves = {n: current[n].clone().requires_grad_(n in self.masked) for n in current}
         masked = [leaves[n] for n in self.masked]
@@ -317,7 +337,10 @@ class _Unlearner:
             if keep.requires_grad
             else [None] * len(masked)
         )
-        grad_keep = {n: torch.zeros_like(current[n]) if g is None else g for n, g in zip(self.masked, grads)}
+        grad_keep = {
+            n: torch.zeros_like(current[n]) if g is None else g
+            for n, g in zip(self.masked, grads, strict=True)
+        }
         features = neuron_features(self.layers, current, grad_forget, grad_keep, act_forget, act_reference)
         # both directions use the layer's forgetting scale: RMS(forget direction) = RMS(layer parameters)
         forget_dir: dict[str, torch.Tensor] = {}
@@ -363,15 +386,20 @@ class _Unlearner:
             for n, p in self.snapshot.named_parameters():
                 p.copy_(self.base[n] + self.delta[n])
             self.snapshot.eval()
-            forget_acc = float((self.snapshot(self.xf).argmax(1) == self.yf).float().mean())
-            xk, yk = self.xk[:_MAX_MEASURE], self.yk[:_MAX_MEASURE]
-            retain_acc = float((self.snapshot(xk).argmax(1) == yk).float().mean())
+
+            def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
+                return float((_chunked(self.snapshot, x).argmax(1) == y).float().mean())
+
+            forget_acc = accuracy(self.xf, self.yf)
+            retain_acc = accuracy(self.xk[:_MAX_MEASURE], self.yk[:_MAX_MEASURE])
+            reference_acc = accuracy(self.xc, self.yc)
         scores_f = np.asarray(self.oracle.scores(self.snapshot, *self.forget_np), dtype=np.float64)
         scores_r = np.asarray(self.oracle.scores(self.snapshot, *self.reference_np), dtype=np.float64)
         member_after = scores_f >= self.oracle.threshold
         return {
             "forget_acc": forget_acc,
             "retain_acc": retain_acc,
+            "reference_acc": reference_acc,
             "member_fraction": float(member_after.mean()),
             "fr": forgetting_rate(self.member_before, member_after),
             "auc": auc(scores_f, scores_r),
@@ -385,9 +413,16 @@ class _Unlearner:
             return "target-fr" if row["fr"] >= config.target_fr - 1e-12 else None
         return "target-auc" if abs(row["auc"] - 0.5) <= config.auc_tolerance + 1e-12 else None
 
-    def overshot(self, row: Mapping[str, Any]) -> bool:
-        """With target="retrain": the forget set now looks *less* member-like than never-seen data."""
-        return self.config.target == "retrain" and row["auc"] < 0.5 - self.config.auc_tolerance
+    def too_far(self, row: Mapping[str, Any]) -> bool:
+        """Whether a step went too far: the retained or reference accuracy fell more than
+        ``max_accuracy_drop`` below the original model's, or (target="retrain") the forget set now looks
+        *less* member-like than never-seen data (AUC below 0.5 - tolerance)."""
+        config, start = self.config, self.start
+        if row["retain_acc"] < start["retain_acc"] - config.max_accuracy_drop - 1e-12:
+            return True
+        if row["reference_acc"] < start["reference_acc"] - config.max_accuracy_drop - 1e-12:
+            return True
+        return config.target == "retrain" and row["auc"] < 0.5 - config.auc_tolerance
 
     def escalate(self) -> None:
         """Raise the escalation level e by ``escalation``: the forget targets move towards the uniform
@@ -440,7 +475,7 @@ class _Unlearner:
                 for n, m in mask.items():
                     self.delta[n] = self.delta[n] + m
                 measured = self.measure()
-                if not self.overshot(measured):
+                if not self.too_far(measured):
                     return True, scale, after, measured, float(self.sparse_term(mask, forget_dir))
                 for n, m in mask.items():  # undo, retry smaller
                     self.delta[n] = self.delta[n] - m
@@ -465,6 +500,7 @@ class _Unlearner:
             **self.measure(),
             "seconds": time.perf_counter() - start,
         }
+        self.start = row
         history = [row]
         stopped = self.reached(row)
         stale, best_fr, best_gap, best_forget = 0, row["fr"], abs(row["auc"] - 0.5), row["forget_loss"]
@@ -515,7 +551,7 @@ class _Unlearner:
             best_forget = min(best_forget, forget_now)
             stale = 0 if progress else stale + 1
             if stopped is None and stale >= config.patience:
-                if config.target == "fr" and config.escalation > 0 and self.flatten < 1.0:
+                if config.escalation > 0 and self.flatten < 1.0:
                     self.escalate()
                     best_forget, stale, self.eta = math.inf, 0, config.step_size
                     row["escalated_to"] = self.flatten
@@ -606,7 +642,8 @@ def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], scale: float 
             raise TypeError(f"mask[{name!r}] must be a torch.Tensor, got {type(delta).__name__}")
         if tuple(delta.shape) != tuple(params[name].shape):
             raise ValueError(
-                f"mask[{name!r}] has shape {tuple(delta.shape)}, the parameter has {tuple(params[name].shape)}"
+                f"mask[{name!r}] has shape {tuple(delta.shape)}, "
+                f"the parameter has {tuple(params[name].shape)}"
             )
     out = copy.deepcopy(model)
     with torch.no_grad():

@@ -72,8 +72,8 @@ def find_layers(model: nn.Module) -> list[Layer]:
                 last = None
     if not found:
         raise ValueError(
-            f"{type(model).__name__} has no trainable Linear, Conv or BatchNorm layer: Forsaken masks neurons "
-            "of those layers"
+            f"{type(model).__name__} has no trainable Linear, Conv or BatchNorm layer: Forsaken masks "
+            "neurons of those layers"
         )
     count = len(found)
     return [

@@ -74,10 +74,8 @@ def per_sample_loss(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: 
     try:
         with torch.no_grad():
             for begin in range(0, len(x), batch_size):
-                xb = torch.as_tensor(
-                    np.asarray(x[begin : begin + batch_size], dtype=np.float32), device=device
-                )
-                yb = torch.as_tensor(np.asarray(y[begin : begin + batch_size], dtype=np.int64), device=device)
+                xb = torch.as_tensor(np.array(x[begin : begin + batch_size], dtype=np.float32), device=device)
+                yb = torch.as_tensor(np.array(y[begin : begin + batch_size], dtype=np.int64), device=device)
                 out.append(criterion(model(xb), yb).double().cpu())
     finally:
         model.train(was_training)

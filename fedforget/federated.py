@@ -1,0 +1,175 @@
+"""In-process FedAvg: the federation's training rounds without Flower, for experiments and baselines.
+
+:func:`fedavg` computes, in one process, the model the Flower apps (``clients/app.py`` ``train``,
+``server/loop.py``) produce for the same :class:`~fedforget.config.RunConfig`:
+
+* the initial global model is ``models.build_model(config.model, info, seed=config.seed)`` (as
+  ``server/setup.py``), or ``initial_state``;
+* in round ``t = 1 .. T`` every client ``k`` starts from the global model ``w_t`` and trains
+  ``local-epochs`` epochs of SGD (:func:`fedforget.training.train`, the run's ``learning-rate``,
+  ``batch-size``, ``momentum``, ``weight-decay``) on its training samples ``D_k`` minus the excluded
+  ids, seeded ``seed * 1_000_003 + t * 1_009 + k`` (the ClientApp's seed), giving ``w_{t+1}^k``;
+* the server averages the returned ``state_dict`` arrays weighted by the number of examples
+  (``flwr.serverapp.strategy.FedAvg``, same numpy arithmetic, float32)::
+
+      w_{t+1} = sum_k (n_k / n) w_{t+1}^k,     n_k = |D_k \\ exclude_k|,  n = sum_k n_k
+
+  A client left with no samples contributes weight 0 (as the ClientApp, which reports
+  ``num-examples = 0``).
+
+Differences from the Flower path: ``clients-per-round`` is ignored -- every round uses **all**
+clients (the default ``clients-per-round = 0``); client updates are summed in partition order, where
+Flower sums them in reply order, so results agree up to float32 rounding (tests check this). No
+withdrawal schedule, run record, oracle or unlearning: pass the ids to leave out as ``exclude``
+(what a tombstone does on a device). After each round the global model is evaluated on the test
+split (``history``); ``seconds`` counts the training rounds only (local training + averaging), not
+the per-round test evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fedforget import data, models, training
+from fedforget.client_data import ClientData
+from fedforget.config import RunConfig
+
+__all__ = ["FedAvgResult", "client_seed", "fedavg", "weighted_average"]
+
+
+@dataclasses.dataclass(eq=False)
+class FedAvgResult:
+    """The final global model, one history row per round (round 0 = the initial model), and timing."""
+
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    seconds: float
+    """Wall seconds of the training rounds (local training + aggregation), excluding evaluation."""
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.history[-1]["test-accuracy"])
+
+
+def client_seed(config: RunConfig, server_round: int, partition_id: int) -> int:
+    """The seed of client ``partition_id``'s local training in ``server_round`` (as the ClientApp)."""
+    return config.seed * 1_000_003 + server_round * 1_009 + partition_id
+
+
+def weighted_average(states: list[Mapping[str, np.ndarray]], weights: list[float]) -> dict[str, np.ndarray]:
+    """``sum_k (w_k / sum w) states[k]``, computed exactly as Flower's ``aggregate_arrayrecords``."""
+    total = float(sum(weights))
+    if not states or total <= 0:
+        raise ValueError("no client update with a positive number of examples to average")
+    factors = [w / total for w in weights]
+    out: dict[str, np.ndarray] = {}
+    for state, factor in zip(states, factors, strict=True):
+        for key, value in state.items():
+            if key not in out:
+                out[key] = value * factor
+            else:
+                out[key] += value * factor
+    return out
+
+
+def _to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
+
+
+def _to_torch(state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+
+
+def fedavg(
+    config: RunConfig,
+    *,
+    exclude: Mapping[int, np.ndarray] | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+    rounds: int | None = None,
+    progress: bool = False,
+    evaluate: bool = True,
+) -> FedAvgResult:
+    """Train ``rounds`` (default ``config.num_rounds``) FedAvg rounds over all ``config.num_clients``.
+
+    ``exclude``: partition id -> global training ids that client never trains on (ids it does not
+    hold are ignored). ``initial_state``: start from this model instead of the seeded initial one
+    (rounds are still numbered from 1, so the client seeds are the run's first rounds' seeds).
+    ``evaluate``: test accuracy and loss after every round (``history``); without it only round 0
+    and the last round are evaluated.
+    """
+    exclude = dict(exclude or {})
+    unknown = sorted(set(exclude) - set(range(config.num_clients)))
+    if unknown:
+        raise ValueError(f"exclude names clients {unknown} outside [0, num-clients={config.num_clients})")
+    num_rounds = config.num_rounds if rounds is None else int(rounds)
+    if num_rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {num_rounds}")
+    dataset = data.load(config)
+    info = dataset.info
+    name = models.resolve_model_name(config.model, info)
+    model = models.build_model(name, info, seed=config.seed)
+    if initial_state is not None:
+        model.load_state_dict(dict(initial_state))
+    clients = []
+    for pid in range(config.num_clients):
+        client = ClientData.for_partition(config, pid)
+        if pid in exclude and len(exclude[pid]):
+            client = client.without(np.asarray(exclude[pid], dtype=np.int64))
+        clients.append(client)
+
+    def test_row(server_round: int, **extra: Any) -> dict[str, Any]:
+        result = training.evaluate(model, dataset.x_test, dataset.y_test)
+        return {"round": server_round, "test-accuracy": result.accuracy, "test-loss": result.loss, **extra}
+
+    history = [test_row(0, **{"train-loss": float("nan"), "seconds": 0.0})]
+    global_state = _to_numpy(model.state_dict())
+    total_seconds = 0.0
+    bar = tqdm(range(1, num_rounds + 1), desc=f"fedavg {config.dataset}", disable=not progress, leave=False)
+    for server_round in bar:
+        start = time.perf_counter()
+        states, weights, losses = [], [], []
+        for client in clients:
+            model.load_state_dict(_to_torch(global_state))
+            if len(client.train_ids) == 0:
+                states.append(_to_numpy(model.state_dict()))
+                weights.append(0.0)
+                losses.append(0.0)
+                continue
+            result = training.train(
+                model,
+                client.x_train,
+                client.y_train,
+                epochs=config.local_epochs,
+                learning_rate=config.learning_rate,
+                batch_size=config.batch_size,
+                momentum=config.momentum,
+                weight_decay=config.weight_decay,
+                seed=client_seed(config, server_round, client.partition_id),
+            )
+            states.append(_to_numpy(model.state_dict()))
+            weights.append(float(result.num_examples))
+            losses.append(result.loss)
+        averaged = weighted_average(states, weights)
+        # keep each entry's dtype (an integer buffer stays integer, as load_state_dict casts it)
+        global_state = {
+            k: np.asarray(v).astype(global_state[k].dtype, copy=False) for k, v in averaged.items()
+        }
+        model.load_state_dict(_to_torch(averaged))
+        seconds = time.perf_counter() - start
+        total_seconds += seconds
+        train_loss = float(np.average(losses, weights=weights)) if sum(weights) else float("nan")
+        if evaluate or server_round == num_rounds:
+            history.append(test_row(server_round, **{"train-loss": train_loss, "seconds": seconds}))
+            bar.set_postfix(acc=f"{history[-1]['test-accuracy']:.3f}")
+        else:
+            history.append({"round": server_round, "train-loss": train_loss, "seconds": seconds})
+    bar.close()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return FedAvgResult(state_dict=state, history=history, seconds=total_seconds)

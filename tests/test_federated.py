@@ -1,0 +1,284 @@
+"""Tests for the in-process FedAvg (fedforget.federated) and the Forsaken benchmark's main function."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedforget import data, federated, models, training
+from fedforget.client_data import ClientData
+from fedforget.config import RunConfig
+from fedforget.federated import client_seed, fedavg
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(**changes: object) -> RunConfig:
+    values = {"dataset": "digits", "num_clients": 2, "num_rounds": 1, "local_epochs": 1, "seed": 3}
+    values.update(changes)
+    config = RunConfig(**values)
+    return config.replace(model=models.resolve_model_name(config.model, data.load(config).info))
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=1e-5, msg=key)
+
+
+def test_fedavg_is_the_weighted_average_of_hand_trained_clients() -> None:
+    config = _config(partitioning="dirichlet")  # clients of different sizes
+    info = data.load(config).info
+    start = models.build_model(config.model, info, seed=config.seed)
+    states, sizes = [], []
+    for pid in range(config.num_clients):
+        client = ClientData.for_partition(config, pid)
+        model = models.build_model(config.model, info, seed=config.seed)
+        model.load_state_dict(start.state_dict())
+        training.train(
+            model,
+            client.x_train,
+            client.y_train,
+            epochs=config.local_epochs,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            seed=config.seed * 1_000_003 + 1 * 1_009 + pid,
+        )
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        sizes.append(len(client.train_ids))
+    assert sizes[0] != sizes[1]  # so the weighting matters
+    expected = {k: sum(n * s[k] for n, s in zip(sizes, states, strict=True)) / sum(sizes) for k in states[0]}
+
+    result = fedavg(config)
+    _assert_close(result.state_dict, expected)
+    # ... and not the unweighted mean
+    unweighted = {k: (states[0][k] + states[1][k]) / 2 for k in states[0]}
+    assert any(not torch.allclose(result.state_dict[k], unweighted[k], atol=1e-6) for k in unweighted)
+    assert [row["round"] for row in result.history] == [0, 1]
+    model = models.build_model(config.model, info)
+    model.load_state_dict(result.state_dict)
+    dataset = data.load(config)
+    accuracy = training.evaluate(model, dataset.x_test, dataset.y_test).accuracy
+    assert result.test_accuracy == pytest.approx(accuracy)
+    assert result.seconds > 0
+    assert client_seed(config, 1, 1) == config.seed * 1_000_003 + 1_009 + 1
+
+
+def test_excluded_samples_never_reach_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(num_rounds=2)
+    clients = [ClientData.for_partition(config, pid) for pid in range(config.num_clients)]
+    excluded = {0: clients[0].train_ids[::7], 1: clients[1].train_ids[:5]}
+    # rows by content: an excluded row may only show up if an identical row is kept
+    kept_rows = {
+        row.tobytes()
+        for c in clients
+        for gid, row in zip(c.train_ids, c.x_train, strict=True)
+        if gid not in excluded.get(c.partition_id, ())
+    }
+    forbidden = {
+        row.tobytes()
+        for c in clients
+        for gid, row in zip(c.train_ids, c.x_train, strict=True)
+        if gid in excluded.get(c.partition_id, ())
+    } - kept_rows
+    assert forbidden
+    calls: list[tuple[int, set[bytes]]] = []
+    real_train = training.train
+
+    def spy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, **kwargs: object) -> object:
+        calls.append((len(x), {row.tobytes() for row in x}))
+        return real_train(model, x, y, **kwargs)
+
+    monkeypatch.setattr(training, "train", spy)
+    fedavg(config, exclude=excluded)
+    assert len(calls) == config.num_rounds * config.num_clients
+    expected_sizes = [len(c.train_ids) - len(excluded[c.partition_id]) for c in clients]
+    assert [n for n, _ in calls] == expected_sizes * config.num_rounds
+    for _, rows in calls:
+        assert not rows & forbidden
+
+    # a client left with nothing contributes weight 0: the result is the other client's model alone
+    calls.clear()
+    everything = {0: clients[0].train_ids}
+    alone = fedavg(config, exclude=everything)
+    assert [n for n, _ in calls] == [len(clients[1].train_ids)] * config.num_rounds
+    info = data.load(config).info
+    model = models.build_model(config.model, info, seed=config.seed)
+    for server_round in range(1, config.num_rounds + 1):
+        real_train(
+            model,
+            clients[1].x_train,
+            clients[1].y_train,
+            epochs=config.local_epochs,
+            learning_rate=config.learning_rate,
+            batch_size=config.batch_size,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            seed=client_seed(config, server_round, 1),
+        )
+    _assert_close(alone.state_dict, dict(model.state_dict()))
+    with pytest.raises(ValueError, match="outside"):
+        fedavg(config, exclude={5: np.array([1])})
+
+
+def test_fedavg_is_deterministic_and_exclusion_changes_the_model() -> None:
+    config = _config(num_rounds=2)
+    a, b = fedavg(config), fedavg(config)
+    _assert_close(a.state_dict, b.state_dict, atol=0)
+    assert [r["test-accuracy"] for r in a.history] == [r["test-accuracy"] for r in b.history]
+    c = fedavg(config, exclude={0: ClientData.for_partition(config, 0).train_ids[:10]})
+    assert any(not torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+    # continuing from a state: initial_state + rounds
+    d = fedavg(config, initial_state=a.state_dict, rounds=0)
+    _assert_close(d.state_dict, a.state_dict, atol=0)
+
+
+def test_weighted_average_matches_flowers_aggregation() -> None:
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    rng = np.random.default_rng(0)
+    states = [{"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}]
+    states.append({k: v + 1 for k, v in states[0].items()})
+    weights = [30.0, 70.0]
+    records = [
+        RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in s.items()}),
+                "metrics": MetricRecord({"num-examples": w}),
+            }
+        )
+        for s, w in zip(states, weights, strict=True)
+    ]
+    flower = aggregate_arrayrecords(records, "num-examples")
+    ours = federated.weighted_average(states, weights)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], flower[key].numpy())
+
+
+# ---------------------------------------------------------------------------- against the Flower server
+class _InProcessGrid:
+    """Delivers the server loop's messages to the real ClientApp handlers in this process."""
+
+    def __init__(self, run_config: dict, tmp: Path) -> None:
+        from flwr.app import Context, RecordDict
+
+        num = int(run_config["num-clients"])
+        self.contexts = {
+            100 + pid: Context(
+                run_id=1,
+                node_id=100 + pid,
+                node_config={
+                    "partition-id": pid,
+                    "num-partitions": num,
+                    "request-store": str(tmp / f"{pid}.db"),
+                },
+                state=RecordDict(),
+                run_config=run_config,
+            )
+            for pid in range(num)
+        }
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: Iterable[object], *, timeout: float | None = None) -> list[object]:
+        from clients.app import app as client_app
+
+        return [client_app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
+
+
+def test_fedavg_equals_the_flower_server_loop_with_the_real_client_app(tmp_path: Path) -> None:
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from server.loop import run_federated_training
+    from server.setup import prepare_run
+    from simulations.run import resolve_run_config
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    run_config = resolve_run_config(
+        {
+            "num-clients": 3,
+            "num-rounds": 2,
+            "local-epochs": 1,
+            "seed": 1,
+            "partitioning": "dirichlet",
+            "run-dir": str(tmp_path / "runs"),
+        },
+        None,
+    )
+    run = prepare_run(run_config)
+    arrays = run_federated_training(_InProcessGrid(run_config, tmp_path), run)  # type: ignore[arg-type]
+    ours = fedavg(run.config)
+    _assert_close(ours.state_dict, arrays.to_torch_state_dict(), atol=1e-6)
+    flower_rows = [r for r in run.record.metrics() if r.get("phase") == "train"]
+    assert [r["test-accuracy"] for r in flower_rows] == pytest.approx(
+        [r["test-accuracy"] for r in ours.history[1:]], abs=1e-9
+    )
+
+
+# ---------------------------------------------------------------------------- the benchmark, tiny
+def test_benchmark_main_writes_finite_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations import forsaken_benchmark
+
+    out = tmp_path / "bench" / "b.json"
+    argv = ["--quick", "--datasets", "digits", "--rounds", "2", "--forsaken-steps", "3"]
+    argv += ["--unlearn-rounds", "1", "--out", str(out)]
+    assert forsaken_benchmark.main(argv) == 0
+    doc = json.loads(out.read_text())
+    md = out.with_suffix(".md").read_text()
+    assert doc["command"].endswith(" ".join(argv))
+    assert len(doc["cases"]) == 1
+    case = doc["cases"][0]
+    assert case["case"] == "digits/iid/mlp/0.05"
+    for key in (
+        "acc-original",
+        "acc-forsaken",
+        "acc-retrain",
+        "acc-loss",
+        "auc-original",
+        "auc-forsaken",
+        "auc-retrain",
+        "seconds-unlearn",
+        "seconds-retrain",
+        "speedup",
+    ):
+        assert case[key] is not None and math.isfinite(case[key]), key
+    for key in ("fr-forsaken", "fr-retrain"):  # None only if the oracle judged nothing a member
+        assert case[key] is None if case["b-t"] == 0 else math.isfinite(case[key])
+    assert case["seconds-unlearn"] > 0 and case["seconds-retrain"] > 0
+    assert case["unlearn-rounds"] == 1 and case["forsaken-steps"] <= 3
+    assert 0 < case["num-forget"] < case["client-0-train"]
+    assert len(case["original-history"]) == 3
+    assert doc["summary"]["cases"] == 1 and set(doc["summary"]["bar"]) == {"fr", "accuracy", "speed", "all"}
+    assert "| digits/iid/mlp/0.05 |" in md and "**mean**" in md
+    assert "digits/iid/mlp/0.05" in capsys.readouterr().out
+
+
+def test_benchmark_plan() -> None:
+    from simulations.forsaken_benchmark import plan
+
+    full = plan(["letter", "adult", "digits"], ["iid", "dirichlet"], extras=True)
+    names = [(g.dataset, g.partitioning, g.model, g.fractions) for g in full]
+    assert ("letter", "iid", "auto", (0.01, 0.05, 0.10)) in names
+    assert ("adult", "iid", "logreg", (0.05,)) in names and ("adult", "iid", "svm", (0.05,)) in names
+    assert ("digits", "dirichlet", "auto", (0.05,)) in names
+    quick = plan(["digits", "location"], ["iid"], extras=False)
+    assert [(g.dataset, g.partitioning, g.fractions) for g in quick] == [
+        ("digits", "iid", (0.05,)),
+        ("location", "iid", (0.05,)),
+    ]

@@ -1,0 +1,339 @@
+"""Forsaken unlearning (fedforget.forsaken): forgetting, exact masks, determinism, stopping rules, errors."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedforget import forsaken
+from fedforget.data import load_dataset
+from fedforget.forsaken.oracle import per_sample_loss, youden_threshold
+from fedforget.models import build_model
+from fedforget.training import evaluate, train
+
+RECIPE = {"epochs": 30, "learning_rate": 0.05, "batch_size": 32, "momentum": 0.9}
+
+
+class TinyLossOracle:
+    """A loss-threshold membership oracle: member when exp(-loss) >= threshold (Youden on the target)."""
+
+    def __init__(self, model: nn.Module, members: tuple, nonmembers: tuple) -> None:
+        self.threshold = youden_threshold(self.scores(model, *members), self.scores(model, *nonmembers))
+
+    def scores(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.exp(-per_sample_loss(model, x, y))
+
+    def decide(self, model: nn.Module, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.scores(model, x, y) >= self.threshold
+
+
+@dataclasses.dataclass
+class Setup:
+    model: nn.Module
+    forget: tuple[np.ndarray, np.ndarray]
+    reference: tuple[np.ndarray, np.ndarray]
+    retain: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    oracle: TinyLossOracle
+
+
+def _setup(model_name: str, dataset: str = "location", num_members: int = 500) -> Setup:
+    """A model trained on ``num_members`` samples (location: overfitted); forget 5 % of them; 150 never-seen
+    reference samples; the oracle's threshold is fitted on 200 more never-seen samples."""
+    data = load_dataset(dataset)
+    order = np.random.default_rng(0).permutation(data.num_train)
+    members = order[:num_members]
+    reference, held = order[num_members : num_members + 150], order[num_members + 150 : num_members + 350]
+    x, y = data.x_train, data.y_train
+    model = build_model(model_name, data.info, seed=0)
+    train(model, x[members], y[members], seed=0, **RECIPE)
+    num_forget = round(0.05 * num_members)
+    forget, retain = members[:num_forget], members[num_forget:]
+    oracle = TinyLossOracle(model, (x[retain[:200]], y[retain[:200]]), (x[held], y[held]))
+    return Setup(
+        model=model,
+        forget=(x[forget], y[forget]),
+        reference=(x[reference], y[reference]),
+        retain=(x[retain], y[retain]),
+        test=(data.x_test, data.y_test),
+        oracle=oracle,
+    )
+
+
+@pytest.fixture(scope="module")
+def location_mlp() -> Setup:
+    return _setup("mlp")
+
+
+@pytest.fixture(scope="module")
+def fr_result(location_mlp: Setup) -> forsaken.ForsakenResult:
+    s = location_mlp
+    return forsaken.unlearn(
+        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+    )
+
+
+def _member_fraction(setup: Setup, model: nn.Module) -> float:
+    return float(setup.oracle.decide(model, *setup.forget).mean())
+
+
+# ------------------------------------------------------------------------------------------ forgetting
+def test_forsaken_forgets_an_overfitted_mlp_and_keeps_test_accuracy(
+    location_mlp: Setup, fr_result: forsaken.ForsakenResult
+) -> None:
+    s, result = location_mlp, fr_result
+    assert _member_fraction(s, s.model) >= 0.9  # the oracle sees the forget set as members
+    assert result.stopped_because == "target-fr"
+    assert _member_fraction(s, result.model) <= 0.1
+    assert result.final["fr"] >= 0.9
+    before, after = evaluate(s.model, *s.test).accuracy, evaluate(result.model, *s.test).accuracy
+    assert after >= before - 0.03, (before, after)
+    assert result.final["retain_acc"] >= 0.97
+    # the history: step 0 is the original model, then one row per step, all with the documented columns
+    assert [row["step"] for row in result.history] == list(range(len(result.history)))
+    assert result.history[0]["fr"] == 0.0 and result.history[0]["forget_acc"] == 1.0
+    for key in ("objective", "forget_loss", "retain_loss", "reference_loss", "forget_acc", "auc", "seconds"):
+        assert all(np.isfinite(row[key]) for row in result.history), key
+    assert 0 < result.neurons_touched <= result.num_neurons == 256 + 128 + 30
+
+
+def test_mask_is_the_exact_difference_and_apply_mask_reproduces_the_model(
+    location_mlp: Setup, fr_result: forsaken.ForsakenResult
+) -> None:
+    original = dict(location_mlp.model.named_parameters())
+    unlearned = dict(fr_result.model.named_parameters())
+    assert set(fr_result.mask) == set(original)
+    for name, delta in fr_result.mask.items():
+        torch.testing.assert_close(
+            delta, unlearned[name].detach() - original[name].detach(), rtol=0, atol=1e-6
+        )
+    rebuilt = forsaken.apply_mask(location_mlp.model, fr_result.mask)
+    for name, p in rebuilt.named_parameters():
+        assert torch.equal(p, unlearned[name]), name
+    assert any(bool((d != 0).any()) for d in fr_result.mask.values())
+    half = forsaken.apply_mask(location_mlp.model, fr_result.mask, scale=0.5)
+    for name, p in half.named_parameters():
+        torch.testing.assert_close(p, original[name] + 0.5 * fr_result.mask[name])
+
+
+def test_the_input_model_is_not_modified(location_mlp: Setup) -> None:
+    s = location_mlp
+    state = copy.deepcopy(s.model.state_dict())
+    s.model.train()
+    config = forsaken.ForsakenConfig(max_steps=2)
+    result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+    assert result.model is not s.model
+    assert s.model.training  # the mode is left as it was
+    for key, value in s.model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert all(p.requires_grad for p in s.model.parameters())
+
+
+def test_a_fixed_seed_gives_the_same_mask_and_history(location_mlp: Setup) -> None:
+    s = location_mlp
+    config = forsaken.ForsakenConfig(max_steps=3, seed=5)
+    runs = [
+        forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle) for _ in range(2)
+    ]
+    for name in runs[0].mask:
+        assert torch.equal(runs[0].mask[name], runs[1].mask[name]), name
+    strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in run.history] for run in runs]
+    assert strip[0] == strip[1]
+    other = forsaken.unlearn(
+        s.model, s.forget, s.reference, s.retain, config.replace(seed=6), oracle=s.oracle
+    )
+    assert any(not torch.equal(other.mask[n], runs[0].mask[n]) for n in other.mask)
+
+
+def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
+    # digits: never-seen samples are judged members too (a retrained model has FR ~0), so FR >= 0.9 means
+    # over-forgetting, while looking like never-seen data (AUC ~0.5) comes much sooner
+    s = _setup("mlp", "digits", num_members=600)
+    fr = forsaken.unlearn(
+        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+    )
+    config = forsaken.ForsakenConfig(target="retrain")
+    result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+    assert result.history[0]["auc"] > 0.5 + config.auc_tolerance  # not there at the start
+    assert result.stopped_because == "target-auc"
+    assert abs(result.final["auc"] - 0.5) <= config.auc_tolerance
+    assert fr.stopped_because == "target-fr" and fr.final["auc"] < 0.5 - config.auc_tolerance
+    assert len(result.history) < len(fr.history)
+    assert result.final["fr"] < fr.final["fr"]
+    before, after = evaluate(s.model, *s.test).accuracy, evaluate(result.model, *s.test).accuracy
+    assert after >= before - 0.02, (before, after)
+
+
+def test_without_an_oracle_a_fitted_loss_threshold_proxy_judges(location_mlp: Setup) -> None:
+    s = location_mlp
+    result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(max_steps=30))
+    assert isinstance(result.oracle, forsaken.LossThresholdOracle)
+    assert result.stopped_because == "target-fr"
+    assert result.final["member_fraction"] <= 0.1
+
+
+@pytest.mark.parametrize("model_name", ["logreg", "svm"])
+def test_linear_models_logreg_and_hinge_svm(model_name: str) -> None:
+    s = _setup(model_name)
+    assert _member_fraction(s, s.model) >= 0.9
+    result = forsaken.unlearn(
+        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+    )
+    assert result.stopped_because == "target-fr"
+    assert _member_fraction(s, result.model) <= 0.1
+    before, after = evaluate(s.model, *s.test).accuracy, evaluate(result.model, *s.test).accuracy
+    assert after >= before - 0.03, (before, after)
+
+
+# ------------------------------------------------------------------------------------ architectures
+class _ConvBN(nn.Module):
+    loss_name = "cross_entropy"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def _images(n: int, shape: tuple[int, ...], classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, *shape)).astype(np.float32), rng.integers(0, classes, n)
+
+
+def test_the_generator_size_does_not_depend_on_the_model() -> None:
+    from fedforget.data.base import DatasetInfo
+
+    sizes = {}
+    config = forsaken.ForsakenConfig(max_steps=1, target="retrain", auc_tolerance=0.0)
+    for name, info in (
+        ("mlp", DatasetInfo("t", (64,), 10, "tabular")),
+        ("lenet", DatasetInfo("t", (1, 16, 16), 10, "image")),
+    ):
+        model = build_model(name, info, seed=0)
+        x, y = _images(40, info.input_shape, 10, 1)
+        result = forsaken.unlearn(model, (x[:5], y[:5]), (x[5:20], y[5:20]), (x[20:], y[20:]), config)
+        sizes[name] = sum(p.numel() for p in result.generator.parameters())
+        assert result.num_neurons == sum(layer.num_neurons for layer in forsaken.find_layers(model))
+    assert sizes["mlp"] == sizes["lenet"] < 1000
+    assert (
+        sum(p.numel() for p in build_model("lenet", DatasetInfo("t", (1, 16, 16), 10, "image")).parameters())
+        > 30 * sizes["lenet"]
+    )
+
+
+def test_batchnorm_follows_its_convolution_and_running_statistics_stay_frozen() -> None:
+    torch.manual_seed(0)
+    model = _ConvBN()
+    x, y = _images(60, (1, 8, 8), 3, 2)
+    train(model, x[:40], y[:40], epochs=3, learning_rate=0.05, batch_size=8)
+    layers = forsaken.find_layers(model)
+    assert [(layer.name, layer.params) for layer in layers] == [
+        ("conv", ("conv.weight", "conv.bias", "bn.weight", "bn.bias")),
+        ("head", ("head.weight", "head.bias")),
+    ]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    config = forsaken.ForsakenConfig(max_steps=2, target="retrain", auc_tolerance=0.0)
+    result = forsaken.unlearn(model, (x[:4], y[:4]), (x[40:], y[40:]), (x[4:40], y[4:40]), config)
+    for key, value in result.model.named_buffers():
+        assert torch.equal(value, buffers[key]), key
+    assert set(result.mask) == {n for n, _ in model.named_parameters()}
+
+
+# ------------------------------------------------------------------------------------------- errors
+@pytest.fixture(scope="module")
+def small() -> tuple[nn.Module, tuple, tuple, tuple]:
+    from fedforget.data.base import DatasetInfo
+
+    model = build_model("mlp", DatasetInfo("t", (6,), 3, "tabular"), seed=0)
+    x, y = _images(30, (6,), 3, 3)
+    return model, (x[:5], y[:5]), (x[5:15], y[5:15]), (x[15:], y[15:])
+
+
+def test_clear_errors_for_bad_inputs(small: tuple) -> None:
+    model, forget, reference, retain = small
+    x, y = forget
+    with pytest.raises(ValueError, match="forget is empty"):
+        forsaken.unlearn(model, (x[:0], y[:0]), reference, retain)
+    with pytest.raises(ValueError, match="reference: samples have shape"):
+        forsaken.unlearn(model, forget, (reference[0][:, :4], reference[1]), retain)
+    with pytest.raises(ValueError, match=r"label 7 is outside \[0, 3\)"):
+        forsaken.unlearn(model, (x, np.array([0, 1, 2, 7, 0])), reference, retain)
+    with pytest.raises(ValueError, match="retain: label -1"):
+        forsaken.unlearn(model, forget, reference, (retain[0], -np.ones(len(retain[1]), dtype=int)))
+    with pytest.raises(ValueError, match="5 samples but 4 labels"):
+        forsaken.unlearn(model, (x, y[:4]), reference, retain)
+    with pytest.raises(ValueError, match="labels must be integers"):
+        forsaken.unlearn(model, (x, y + 0.5), reference, retain)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        forsaken.unlearn(model, (np.full_like(x, np.nan), y), reference, retain)
+    with pytest.raises(TypeError, match="pair"):
+        forsaken.unlearn(model, x, reference, retain)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        forsaken.unlearn("model", forget, reference, retain)
+    with pytest.raises(TypeError, match="ForsakenConfig"):
+        forsaken.unlearn(model, forget, reference, retain, config={"target": "fr"})
+    with pytest.raises(TypeError, match="membership oracle"):
+        forsaken.unlearn(model, forget, reference, retain, oracle=object())
+    with pytest.raises(ValueError, match="no trainable Linear"):
+        forsaken.unlearn(nn.Sequential(nn.Flatten(), nn.LayerNorm(6)), forget, reference, retain)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"target": "accuracy"}, ValueError, "target must be one of fr, retrain"),
+        ({"target_fr": 0.0}, ValueError, r"target_fr must be in \(0, 1\]"),
+        ({"target_fr": 1.5}, ValueError, "target_fr"),
+        ({"auc_tolerance": 0.5}, ValueError, "auc_tolerance"),
+        ({"max_steps": 0}, ValueError, "max_steps must be >= 1"),
+        ({"max_steps": 2.5}, TypeError, "max_steps must be an integer"),
+        ({"inner_updates": 0}, ValueError, "inner_updates"),
+        ({"generator_lr": -1.0}, ValueError, "generator_lr must be > 0"),
+        ({"step_size": float("nan")}, ValueError, "step_size must be finite"),
+        ({"lambda_retain": -0.1}, ValueError, "lambda_retain must be >= 0"),
+        ({"lambda_sparse": "0.1"}, TypeError, "lambda_sparse must be a number"),
+        ({"gate_floor": 2.0}, ValueError, "gate_floor"),
+        ({"escalation": 1.5}, ValueError, "escalation"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"progress": "yes"}, TypeError, "progress"),
+        ({"patience": True}, TypeError, "patience must be an integer"),
+    ],
+)
+def test_config_validation(changes: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        forsaken.ForsakenConfig(**changes)
+
+
+def test_config_is_frozen_and_normalised() -> None:
+    config = forsaken.ForsakenConfig(target=" Retrain ", max_steps=5.0)
+    assert config.target == "retrain" and config.max_steps == 5 and isinstance(config.max_steps, int)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.target = "fr"  # type: ignore[misc]
+    assert config.replace(max_steps=7).max_steps == 7
+
+
+def test_apply_mask_errors(small: tuple) -> None:
+    model = small[0]
+    name, param = next(iter(model.named_parameters()))
+    with pytest.raises(KeyError, match="does not have: nope"):
+        forsaken.apply_mask(model, {"nope": torch.zeros(1)})
+    with pytest.raises(ValueError, match="has shape"):
+        forsaken.apply_mask(model, {name: torch.zeros(param.numel() + 1)})
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        forsaken.apply_mask(model, {}, scale=float("inf"))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        forsaken.apply_mask(model, {name: np.zeros(param.shape)})
+    same = forsaken.apply_mask(model, {})
+    assert same is not model and all(
+        torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters(), strict=True)
+    )
