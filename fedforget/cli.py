@@ -101,7 +101,8 @@ def status(args: argparse.Namespace) -> int:
             print(
                 f"    receipt: FR {fr if fr is None else round(fr, 3)}, test accuracy "
                 f"{r.receipt.get('test-accuracy-before')} -> {r.receipt.get('test-accuracy-after')}, "
-                f"model {str(r.receipt.get('model-hash-before'))[:12]} -> {str(r.receipt.get('model-hash-after'))[:12]}"
+                f"model {str(r.receipt.get('model-hash-before'))[:12]} -> "
+                f"{str(r.receipt.get('model-hash-after'))[:12]}"
             )
     return 0
 

@@ -170,3 +170,30 @@ def test_pyproject_run_config_matches_runconfig_defaults() -> None:
     from simulations.run import app_defaults
 
     assert app_defaults() == RunConfig().to_dict()
+
+
+def test_round_table_prints_aligned_rows_and_dashes_for_missing_values(tmp_path: Path) -> None:
+    import io
+
+    from server.console import RoundTable
+
+    out = io.StringIO()
+    table = RoundTable(tmp_path, stream=out)
+    table.print_row({"round": 0, "phase": "init", "test-accuracy": 0.1, "test-loss": 2.3})
+    table.print_row(
+        {
+            "round": 1,
+            "phase": "train",
+            "test-accuracy": 0.5,
+            "test-loss": 1.0,
+            "train-loss": 1.2,
+            "clients": 3,
+            "fr": float("nan"),
+            "seconds": 0.4,
+        }
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"[fedforget] run record: {tmp_path}"
+    assert "test acc" in lines[1] and "FR" in lines[1]
+    assert len(lines[2]) == len(lines[3]) == len(lines[1])
+    assert lines[3].split()[1:4] == ["1", "train", "0.5000"] and " - " in lines[3]
