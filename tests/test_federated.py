@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -171,43 +171,13 @@ def test_weighted_average_matches_flowers_aggregation() -> None:
 
 
 # ---------------------------------------------------------------------------- against the Flower server
-class _InProcessGrid:
-    """Delivers the server loop's messages to the real ClientApp handlers in this process."""
-
-    def __init__(self, run_config: dict, tmp: Path) -> None:
-        from flwr.app import Context, RecordDict
-
-        num = int(run_config["num-clients"])
-        self.contexts = {
-            100 + pid: Context(
-                run_id=1,
-                node_id=100 + pid,
-                node_config={
-                    "partition-id": pid,
-                    "num-partitions": num,
-                    "request-store": str(tmp / f"{pid}.db"),
-                },
-                state=RecordDict(),
-                run_config=run_config,
-            )
-            for pid in range(num)
-        }
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def send_and_receive(self, messages: Iterable[object], *, timeout: float | None = None) -> list[object]:
-        from clients.app import app as client_app
-
-        return [client_app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
-
-
 def test_fedavg_equals_the_flower_server_loop_with_the_real_client_app(tmp_path: Path) -> None:
     from flwr.supercore.task_identity import TaskIdentity
 
     from server.loop import run_federated_training
     from server.setup import prepare_run
     from simulations.run import resolve_run_config
+    from tests.inprocess import InProcessGrid
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
     run_config = resolve_run_config(
@@ -222,7 +192,7 @@ def test_fedavg_equals_the_flower_server_loop_with_the_real_client_app(tmp_path:
         None,
     )
     run = prepare_run(run_config)
-    arrays = run_federated_training(_InProcessGrid(run_config, tmp_path), run)  # type: ignore[arg-type]
+    arrays = run_federated_training(InProcessGrid(run_config, tmp_path), run)  # type: ignore[arg-type]
     ours = fedavg(run.config)
     _assert_close(ours.state_dict, arrays.to_torch_state_dict(), atol=1e-6)
     flower_rows = [r for r in run.record.metrics() if r.get("phase") == "train"]
