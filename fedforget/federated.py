@@ -24,13 +24,20 @@ withdrawal schedule, run record, oracle or unlearning: pass the ids to leave out
 (what a tombstone does on a device). After each round the global model is evaluated on the test
 split (``history``); ``seconds`` counts the training rounds only (local training + averaging), not
 the per-round test evaluation.
+
+**Recording hook** (for FedEraser, PGA and audits): ``on_round`` is called after every round's
+local training, before the model is replaced by the average, with a :class:`RoundUpdate`: the round,
+the global model ``w_t`` the clients started from, every client's returned state ``w_{t+1}^k`` and
+its weight ``n_k``. It only reads; results are identical with and without it. ``start_round``
+numbers the rounds (and so the client seeds) from another round than 1, to continue a run:
+``fedavg(config, initial_state=w_T, rounds=k, start_round=T + 1)`` trains rounds ``T+1 .. T+k``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -41,7 +48,7 @@ from fedforget import data, models, training
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
 
-__all__ = ["FedAvgResult", "client_seed", "fedavg", "weighted_average"]
+__all__ = ["FedAvgResult", "RoundUpdate", "client_seed", "fedavg", "state_nbytes", "weighted_average"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -53,9 +60,45 @@ class FedAvgResult:
     seconds: float
     """Wall seconds of the training rounds (local training + aggregation), excluding evaluation."""
 
+    client_seconds: float = 0.0
+    """Sum over rounds and clients of the local training seconds (the clients' compute)."""
+
     @property
     def test_accuracy(self) -> float:
         return float(self.history[-1]["test-accuracy"])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoundUpdate:
+    """What the server sees in one FedAvg round: ``w_t``, every client's ``w_{t+1}^k`` and ``n_k``.
+
+    Arrays are the round's own numpy arrays: a recorder that keeps them must not modify them.
+    """
+
+    server_round: int
+    global_state: dict[str, np.ndarray]
+    client_states: dict[int, dict[str, np.ndarray]]
+    weights: dict[int, float]
+
+    def update(self, partition_id: int) -> dict[str, np.ndarray]:
+        """Client ``partition_id``'s update ``U_t^k = w_{t+1}^k - w_t`` (float entries only)."""
+        state = self.client_states[partition_id]
+        return {
+            k: state[k] - self.global_state[k]
+            for k in state
+            if np.issubdtype(np.asarray(state[k]).dtype, np.floating)
+        }
+
+
+def state_nbytes(state: Mapping[str, Any]) -> int:
+    """Bytes of a model state (numpy arrays or tensors): what sending or storing it costs."""
+    total = 0
+    for value in state.values():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        else:
+            total += int(np.asarray(value).nbytes)
+    return total
 
 
 def client_seed(config: RunConfig, server_round: int, partition_id: int) -> int:
@@ -95,6 +138,8 @@ def fedavg(
     rounds: int | None = None,
     progress: bool = False,
     evaluate: bool = True,
+    on_round: Callable[[RoundUpdate], None] | None = None,
+    start_round: int = 1,
 ) -> FedAvgResult:
     """Train ``rounds`` (default ``config.num_rounds``) FedAvg rounds over all ``config.num_clients``.
 
@@ -102,7 +147,8 @@ def fedavg(
     hold are ignored). ``initial_state``: start from this model instead of the seeded initial one
     (rounds are still numbered from 1, so the client seeds are the run's first rounds' seeds).
     ``evaluate``: test accuracy and loss after every round (``history``); without it only round 0
-    and the last round are evaluated.
+    and the last round are evaluated. ``on_round``: called with each round's :class:`RoundUpdate`
+    (module docstring). ``start_round``: the number of the first round (client seeds follow it).
     """
     exclude = dict(exclude or {})
     unknown = sorted(set(exclude) - set(range(config.num_clients)))
@@ -111,6 +157,8 @@ def fedavg(
     num_rounds = config.num_rounds if rounds is None else int(rounds)
     if num_rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {num_rounds}")
+    if start_round < 1:
+        raise ValueError(f"start_round must be >= 1, got {start_round}")
     dataset = data.load(config)
     info = dataset.info
     name = models.resolve_model_name(config.model, info)
@@ -128,10 +176,13 @@ def fedavg(
         result = training.evaluate(model, dataset.x_test, dataset.y_test)
         return {"round": server_round, "test-accuracy": result.accuracy, "test-loss": result.loss, **extra}
 
-    history = [test_row(0, **{"train-loss": float("nan"), "seconds": 0.0})]
+    history = [test_row(start_round - 1, **{"train-loss": float("nan"), "seconds": 0.0})]
     global_state = _to_numpy(model.state_dict())
-    total_seconds = 0.0
-    bar = tqdm(range(1, num_rounds + 1), desc=f"fedavg {config.dataset}", disable=not progress, leave=False)
+    total_seconds = client_seconds = 0.0
+    last_round = start_round + num_rounds - 1
+    bar = tqdm(
+        range(start_round, last_round + 1), desc=f"fedavg {config.dataset}", disable=not progress, leave=False
+    )
     for server_round in bar:
         start = time.perf_counter()
         states, weights, losses = [], [], []
@@ -156,6 +207,17 @@ def fedavg(
             states.append(_to_numpy(model.state_dict()))
             weights.append(float(result.num_examples))
             losses.append(result.loss)
+            client_seconds += result.seconds
+        if on_round is not None:
+            pids = [client.partition_id for client in clients]
+            on_round(
+                RoundUpdate(
+                    server_round,
+                    global_state,
+                    dict(zip(pids, states, strict=True)),
+                    dict(zip(pids, weights, strict=True)),
+                )
+            )
         averaged = weighted_average(states, weights)
         # keep each entry's dtype (an integer buffer stays integer, as load_state_dict casts it)
         global_state = {
@@ -165,11 +227,13 @@ def fedavg(
         seconds = time.perf_counter() - start
         total_seconds += seconds
         train_loss = float(np.average(losses, weights=weights)) if sum(weights) else float("nan")
-        if evaluate or server_round == num_rounds:
+        if evaluate or server_round == last_round:
             history.append(test_row(server_round, **{"train-loss": train_loss, "seconds": seconds}))
             bar.set_postfix(acc=f"{history[-1]['test-accuracy']:.3f}")
         else:
             history.append({"round": server_round, "train-loss": train_loss, "seconds": seconds})
     bar.close()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return FedAvgResult(state_dict=state, history=history, seconds=total_seconds)
+    return FedAvgResult(
+        state_dict=state, history=history, seconds=total_seconds, client_seconds=client_seconds
+    )
