@@ -63,6 +63,9 @@ class RunConfig:
     forsaken_steps: int = 30
     retain_samples: int = 512
     max_mask_ratio: float = 1.0
+    max_update_ratio: float = 10.0
+    ledger: str = ""
+    resume: int = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -150,7 +153,26 @@ class RunConfig:
             self.max_mask_ratio,
             "a finite number > 0 (largest mask L2 norm, relative to the model's)",
         )
+        _require(
+            0 < self.max_update_ratio < math.inf,
+            "max-update-ratio",
+            self.max_update_ratio,
+            "a finite number > 0 (largest training-update L2 norm, relative to the model's)",
+        )
         _require(self.log_messages in (0, 1), "log-messages", self.log_messages, "0 or 1")
+        _require(self.resume in (0, 1), "resume", self.resume, "0 or 1 (1: continue run-id's record)")
+        _require(
+            self.resume == 0 or bool(self.run_id),
+            "resume",
+            self.resume,
+            "resume=1 together with the run-id of the run to continue",
+        )
+        _require(
+            self.ledger == "" or Path(self.ledger).is_absolute(),
+            "ledger",
+            self.ledger,
+            "an absolute path to the server's SQLite ledger ('' = <run-dir>/ledger.sqlite)",
+        )
         _require(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, ">= 0")
         _require(self.oracle in ORACLES, "oracle", self.oracle, f"one of {', '.join(ORACLES)}")
         _require(self.num_shadows >= 2, "num-shadows", self.num_shadows, "an integer >= 2")

@@ -7,6 +7,7 @@ Layout (documented in ``docs/run-record.md``)::
       split.json           every client's train / held-out global ids, the server's aux ids, test ids
       metrics.jsonl        one JSON object per round and event
       checkpoints/round-<r>.pt   global model state_dict after round r
+      resume.pt            the resume point: model, last completed round, unlearnings it holds
 
 Every write is crash-safe: JSON documents and checkpoints are written to a temporary file and
 renamed into place; ``metrics.jsonl`` lines are flushed and fsynced one by one, so a crash loses at
@@ -84,14 +85,19 @@ class RunRecord:
 
     # ------------------------------------------------------------------ creation
     @classmethod
+    def location(cls, config: RunConfig) -> RunRecord:
+        """The record of ``config``'s run id under its run dir (it may not exist yet)."""
+        root = Path(config.run_dir) if config.run_dir else default_runs_root()
+        return cls(root / config.run_id)
+
+    @classmethod
     def create(cls, config: RunConfig, environment: Mapping[str, Any] | None = None) -> RunRecord:
         """Make ``<run-dir>/<run-id>/`` for a resolved config and write ``config.json``.
 
         Raises ``FileExistsError`` if a record with that run id already holds a config: a record is
         never overwritten.
         """
-        root = Path(config.run_dir) if config.run_dir else default_runs_root()
-        record = cls(root / config.run_id)
+        record = cls.location(config)
         if (record.path / "config.json").exists():
             raise FileExistsError(f"run record {record.path} already exists; choose another run-id")
         (record.path / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -142,6 +148,52 @@ class RunRecord:
         target = self.path / "checkpoints" / f"{name}.pt"
         _atomic_write_bytes(target, buffer.getvalue())
         return target
+
+    def save_resume_point(
+        self,
+        completed_round: int,
+        state_dict: Mapping[str, torch.Tensor],
+        applied: Mapping[tuple[int, str], Mapping[str, Any]],
+    ) -> Path:
+        """Write ``resume.pt`` atomically: the model after ``completed_round`` (and any unlearning
+        done since), and ``applied``: (partition, request id) -> ``{"outcome", "receipt"}`` of every
+        request whose unlearning this model holds (cumulative over the run).
+
+        One file holds both, so the model and the list of unlearnings it holds can never disagree.
+        """
+        import io
+
+        payload = {
+            "round": int(completed_round),
+            "state": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "applied": json.dumps(
+                [
+                    {"partition": int(p), "request-id": str(r), **_jsonable(dict(info))}
+                    for (p, r), info in sorted(applied.items())
+                ]
+            ),
+        }
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        target = self.path / "resume.pt"
+        _atomic_write_bytes(target, buffer.getvalue())
+        return target
+
+    def load_resume_point(
+        self,
+    ) -> tuple[int, dict[str, torch.Tensor], dict[tuple[int, str], dict[str, Any]]]:
+        """``(completed round, state_dict, applied)`` from ``resume.pt`` (see :meth:`save_resume_point`)."""
+        path = self.path / "resume.pt"
+        if not path.exists():
+            raise FileNotFoundError(f"no resume point {path}: the run never completed its setup")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        applied = {
+            (int(item["partition"]), str(item["request-id"])): {
+                k: v for k, v in item.items() if k not in ("partition", "request-id")
+            }
+            for item in json.loads(payload["applied"])
+        }
+        return int(payload["round"]), dict(payload["state"]), applied
 
     def named_checkpoints(self) -> dict[str, Path]:
         return {

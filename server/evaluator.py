@@ -5,7 +5,8 @@
   architecture and recipe as the global model). Its attack strength on the shadows' own in/out data
   is logged.
 * **Requests**: each round the server asks every client for its withdrawal requests
-  (``query.requests``); a new request is logged in ``withdrawals.json`` with its global ids.
+  (``query.requests``); a new request goes into the server's ledger (``server/ledger.py``) and is
+  logged in ``withdrawals.json`` with its global ids.
 * **Before**: for a new request the owning client judges its forget set on the model *before*
   unlearning (``query.membership``): B_T members, B_F non-members.
 * **Every round after**: the owner judges the forget set again on the new global model (A_F
@@ -31,18 +32,16 @@ from clients.codec import oracle_to_records
 from fedforget import models
 from fedforget.metrics import forgetting_rate
 from fedforget.mia import MembershipOracle, fit_oracle
+from server.exchange import exchange
+from server.ledger import DELIVERED, RECEIVED, UNLEARNED, Key, ids_digest
 from server.setup import PreparedRun
 
 QUERY_TIMEOUT_S = 3600.0
 
 
-class EvaluatorError(RuntimeError):
-    """A client did not answer a query the evaluator needs."""
-
-
 @dataclasses.dataclass
 class KnownRequest:
-    """A withdrawal request as the server knows it."""
+    """A withdrawal request as the server knows it (its durable state is in the ledger)."""
 
     request_id: str
     partition_id: int
@@ -55,6 +54,10 @@ class KnownRequest:
     rounds_measured: list[int] = dataclasses.field(default_factory=list)
     receipt: dict[str, Any] | None = None
 
+    @property
+    def key(self) -> Key:
+        return (self.partition_id, self.request_id)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "request-id": self.request_id,
@@ -63,10 +66,38 @@ class KnownRequest:
             "requested-round": self.round,
             "num-ids": len(self.ids),
             "global-ids": self.ids.tolist(),
+            "before-members": None if self.before is None else sorted(i for i, m in self.before.items() if m),
             "rounds": self.rounds_measured,
             "outcome": self.outcome,
             "receipt": self.receipt,
         }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> KnownRequest:
+        ids = np.asarray(doc["global-ids"], dtype=np.int64)
+        members = doc.get("before-members")
+        before = None if members is None else {int(i): int(i) in set(members) for i in ids}
+        return cls(
+            str(doc["request-id"]),
+            int(doc["client"]),
+            -1,
+            str(doc["grain"]),
+            int(doc["requested-round"]),
+            ids,
+            before,
+            str(doc.get("outcome", "pending")),
+            list(doc.get("rounds", [])),
+            doc.get("receipt"),
+        )
+
+
+@dataclasses.dataclass
+class Poll:
+    """What one poll found: requests to unlearn now, and unlearned ones whose receipt the device lacks."""
+
+    todo: list[KnownRequest]
+    resend: list[KnownRequest]
+    delivered: list[KnownRequest]
 
 
 class ForgettingEvaluator:
@@ -74,8 +105,14 @@ class ForgettingEvaluator:
 
     def __init__(self, run: PreparedRun) -> None:
         self.run = run
-        self.requests: dict[str, KnownRequest] = {}
+        self.requests: dict[Key, KnownRequest] = {}
         self._oracle: MembershipOracle | None = None
+        self._ignored: set[Key] = set()
+        path = run.record.path / "withdrawals.json"
+        if run.resume is not None and path.exists():
+            for doc in run.record.read_json("withdrawals.json")["requests"]:
+                known = KnownRequest.from_json(doc)
+                self.requests[known.key] = known
 
     # ------------------------------------------------------------------ oracle
     def oracle(self) -> MembershipOracle:
@@ -117,69 +154,142 @@ class ForgettingEvaluator:
     def message_config(self, server_round: int) -> dict[str, Any]:
         return message_config(self.run, server_round)
 
+    def log_failures(self, server_round: int, what: str, failures: dict[int, str]) -> None:
+        """One ``node-failed`` event per failed node (the run goes on; the node is asked again later)."""
+        for node, reason in failures.items():
+            self.run.record.append_metrics(
+                {
+                    "round": server_round,
+                    "phase": "fault",
+                    "event": "node-failed",
+                    "what": what,
+                    "node": node,
+                    "reason": reason,
+                }
+            )
+
     # ------------------------------------------------------------------ requests
-    def poll(self, grid: Grid, server_round: int) -> list[KnownRequest]:
-        """Ask every client for its requests; return the ones the server did not know yet."""
+    def poll(self, grid: Grid, server_round: int) -> Poll:
+        """Ask every node for its device's requests and sort them by what the ledger says.
+
+        New requests are recorded in the ledger (``received``). ``received`` ones (new, or left open
+        by a failed attempt) are to be unlearned now, by the node that holds the partition today.
+        ``unlearned`` / ``receipt-delivered`` ones still ``pending`` on the device get their receipt
+        again; ``unlearned`` ones the device has ``completed`` are marked delivered. A request the
+        device completed in another run, or rejected, is left alone. Nodes that fail are skipped
+        (asked again next round).
+        """
+        ledger = self.run.ledger
         node_ids = list(grid.get_node_ids())
         content = RecordDict({"config": ConfigRecord(self.message_config(server_round))})
         messages = [
             Message(content, dst_node_id=n, message_type=f"{MessageType.QUERY}.requests") for n in node_ids
         ]
-        new: list[KnownRequest] = []
-        for reply in _checked(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT_S), "query.requests"):
+        got = exchange(grid, messages, QUERY_TIMEOUT_S)
+        self.log_failures(server_round, "query.requests", got.failures)
+        poll = Poll([], [], [])
+        for node, reply in got.replies.items():
             summary, ids = reply.content["requests"], reply.content["ids"]
             partition = int(summary["partition-id"])
             for rid, grain, state in zip(
                 summary["request-ids"], summary["grains"], summary["states"], strict=True
             ):
-                if rid in self.requests or state == "rejected":
+                key = (partition, str(rid))
+                entry = ledger.get(*key)
+                if state == "rejected" or key in self._ignored:
                     continue
-                known = KnownRequest(
-                    str(rid),
-                    partition,
-                    reply.metadata.src_node_id,
-                    str(grain),
-                    server_round,
-                    np.asarray(ids[rid], dtype=np.int64),
-                )
-                self.requests[known.request_id] = known
-                new.append(known)
-        if new:
+                if entry is None and state == "completed":
+                    self._ignored.add(key)  # completed in another run: this model never trained on it
+                    continue
+                request_ids = np.asarray(ids[str(rid)], dtype=np.int64)
+                if entry is None:
+                    entry = ledger.receive(partition, str(rid), str(grain), request_ids, server_round)
+                elif entry.ids_sha256 != ids_digest(request_ids):
+                    self._ignored.add(key)
+                    self.log_failures(
+                        server_round, "query.requests", {node: f"request {rid!r} changed its ids; ignored"}
+                    )
+                    continue
+                known = self.requests.get(key)
+                if known is None:
+                    known = KnownRequest(str(rid), partition, node, str(grain), server_round, request_ids)
+                    self.requests[key] = known
+                known.node_id = node  # a rejoined device has a new node id
+                if entry.state == RECEIVED:
+                    poll.todo.append(known)
+                elif entry.state in (UNLEARNED, DELIVERED):
+                    known.outcome = entry.outcome or known.outcome
+                    known.receipt = entry.receipt or known.receipt
+                    if state == "pending":
+                        poll.resend.append(known)
+                    elif entry.state == UNLEARNED:
+                        poll.delivered.append(known)
+        if poll.todo:
             self.write_withdrawals()
-        return new
+        return poll
+
+    def sync_with_ledger(self) -> None:
+        """After a restart: outcome and receipt of every known request as the ledger has them."""
+        for key, known in self.requests.items():
+            entry = self.run.ledger.get(*key)
+            if entry is None or entry.state == RECEIVED:
+                known.outcome, known.before, known.receipt = "pending", None, None
+            elif entry.state in (UNLEARNED, DELIVERED):
+                known.outcome, known.receipt = entry.outcome, entry.receipt
+        self.write_withdrawals()
 
     def write_withdrawals(self) -> None:
         self.run.record.write_json(
             "withdrawals.json", {"requests": [r.to_json() for r in self.requests.values()]}
         )
 
-    def send_receipts(self, grid: Grid, server_round: int, requests: list[KnownRequest]) -> None:
-        """Tell each owning device its requests are done (``query.receipt``); it stores the receipt."""
-        messages = []
+    def send_receipts(
+        self, grid: Grid, server_round: int, requests: list[KnownRequest]
+    ) -> list[KnownRequest]:
+        """Tell each owning device its requests are done (``query.receipt``); it stores the receipt.
+
+        Returns the requests whose device confirmed it stored the receipt (others are re-sent later).
+        """
+        by_node: dict[int, list[KnownRequest]] = {}
         for r in requests:
-            receipt = {k: v for k, v in (r.receipt or {}).items() if v is not None}
+            by_node.setdefault(r.node_id, []).append(r)
+        messages = []
+        for node_id, items in by_node.items():
+            # One message per node; the receipt is shared by requests unlearned together.
+            first = items[0]
+            receipt = {k: v for k, v in (first.receipt or {}).items() if v is not None}
+            rest = [r for r in items if r.receipt == first.receipt and r.outcome == first.outcome]
             content = RecordDict(
                 {
                     "config": ConfigRecord(
                         {
                             **self.message_config(server_round),
-                            "request-ids": [r.request_id],
-                            "outcome": r.outcome,
+                            "request-ids": [r.request_id for r in rest],
+                            "outcome": first.outcome,
                         }
                     ),
                     "receipt": ConfigRecord(receipt),
                 }
             )
             messages.append(
-                Message(content, dst_node_id=r.node_id, message_type=f"{MessageType.QUERY}.receipt")
+                Message(content, dst_node_id=node_id, message_type=f"{MessageType.QUERY}.receipt")
             )
-        _checked(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT_S), "query.receipt")
+        got = exchange(grid, messages, QUERY_TIMEOUT_S)
+        self.log_failures(server_round, "query.receipt", got.failures)
+        confirmed = []
+        for node, reply in got.replies.items():
+            stored = {str(r) for r in reply.content["done"]["request-ids"]}
+            confirmed += [r for r in by_node[node] if r.request_id in stored]
+        return confirmed
 
     # ------------------------------------------------------------------ measuring
     def query(
         self, grid: Grid, arrays: ArrayRecord, server_round: int, requests: Iterable[KnownRequest]
     ) -> dict[str, Any]:
-        """Membership decisions + metrics of the given requests, grouped per owning client."""
+        """Membership decisions + metrics of the given requests, grouped per owning client.
+
+        Decisions of a node that failed are missing; ``failed-nodes`` lists such nodes.
+        """
         oracle_arrays, oracle_config = oracle_to_records(self.oracle())
         by_node: dict[int, list[KnownRequest]] = {}
         for r in requests:
@@ -199,40 +309,55 @@ class ForgettingEvaluator:
             messages.append(
                 Message(content, dst_node_id=node_id, message_type=f"{MessageType.QUERY}.membership")
             )
+        got = exchange(grid, messages, QUERY_TIMEOUT_S)
+        self.log_failures(server_round, "query.membership", got.failures)
         decisions: dict[int, bool] = {}
         metrics: dict[str, list[tuple[float, float]]] = {}
-        for reply in _checked(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT_S), "query.membership"):
-            got = reply.content["decisions"]
-            decisions.update({int(i): bool(m) for i, m in zip(got["ids"], got["member"], strict=True)})
+        for reply in got.replies.values():
+            answer = reply.content["decisions"]
+            decisions.update({int(i): bool(m) for i, m in zip(answer["ids"], answer["member"], strict=True)})
             client_metrics = reply.content["metrics"]
             weight = float(client_metrics["num-forget"])
             for key in ("forget-accuracy", "retain-accuracy", "reference-accuracy", "attack-auc"):
                 metrics.setdefault(key, []).append((float(client_metrics[key]), weight))
         averaged = {k: _weighted(v) for k, v in metrics.items()}
-        return {"decisions": decisions, **averaged}
+        return {"decisions": decisions, "failed-nodes": sorted(got.failures), **averaged}
 
     def record_before(
         self, grid: Grid, arrays: ArrayRecord, server_round: int, new: list[KnownRequest]
-    ) -> dict[str, Any]:
-        """Judge new requests' forget sets on the model before unlearning (B_T / B_F)."""
+    ) -> tuple[dict[str, Any], list[KnownRequest]]:
+        """Judge requests' forget sets on the model before unlearning (B_T / B_F).
+
+        Returns the summary over the requests whose owner answered, and those whose owner failed.
+        """
         result = self.query(grid, arrays, server_round, new)
-        for r in new:
+        failed = [r for r in new if r.node_id in result["failed-nodes"]]
+        answered = [r for r in new if r not in failed]
+        for r in failed:
+            r.before = None
+        for r in answered:
             r.before = {int(i): result["decisions"][int(i)] for i in r.ids}
-        members = sum(sum(r.before.values()) for r in new if r.before)
-        total = sum(len(r.ids) for r in new)
+        members = sum(sum(r.before.values()) for r in answered if r.before)
+        total = sum(len(r.ids) for r in answered)
         self.write_withdrawals()
-        return {
+        summary = {
             "b-t": members,
             "b-f": total - members,
-            **{k: v for k, v in result.items() if k != "decisions"},
+            **{k: v for k, v in result.items() if k not in ("decisions", "failed-nodes")},
         }
+        return summary, failed
 
     def measure(self, grid: Grid, arrays: ArrayRecord, server_round: int) -> dict[str, Any]:
-        """FR and accuracies over every known request, on the current global model."""
-        active = [r for r in self.requests.values() if r.before is not None]
+        """FR and accuracies over every request unlearned so far, on the current global model.
+
+        A round in which an owner fails reports no FR (``fr-missing`` lists the failed nodes).
+        """
+        active = [r for r in self.requests.values() if r.before is not None and r.outcome != "pending"]
         if not active:
             return {}
         result = self.query(grid, arrays, server_round, active)
+        if result["failed-nodes"]:
+            return {"fr-missing": result["failed-nodes"]}
         before = {i: m for r in active for i, m in (r.before or {}).items()}
         after = {i: result["decisions"][i] for i in before}
         fr = forgetting_rate(before, after)
@@ -246,7 +371,7 @@ class ForgettingEvaluator:
             "b-f": fr.b_f,
             "a-f": fr.a_f,
             "num-forget": fr.n,
-            **{k: v for k, v in result.items() if k != "decisions"},
+            **{k: v for k, v in result.items() if k not in ("decisions", "failed-nodes")},
         }
 
 
@@ -259,12 +384,3 @@ def _weighted(values: list[tuple[float, float]]) -> float:
     finite = [(v, w) for v, w in values if np.isfinite(v)]
     total = sum(w for _, w in finite)
     return float(sum(v * w for v, w in finite) / total) if total else float("nan")
-
-
-def _checked(replies: Iterable[Message], what: str) -> list[Message]:
-    replies = list(replies)
-    errors = [m for m in replies if m.has_error()]
-    if errors:
-        reasons = "; ".join(sorted({m.error.reason.strip().splitlines()[-1][:300] for m in errors}))
-        raise EvaluatorError(f"{what}: {len(errors)} of {len(replies)} clients failed: {reasons}")
-    return replies

@@ -1,9 +1,16 @@
-"""Resolving a run on the server: validated config, data, split, initial model and run record."""
+"""Resolving a run on the server: validated config, data, split, initial model, run record, ledger.
+
+A fresh run (``resume = 0``) creates its record; a run-id whose record exists is an error. A resumed
+run (``resume = 1`` and the ``run-id`` of an existing record) reopens that record: its stored config
+must equal the new one except for ``resume`` itself, and the model, the last completed round and the
+unlearnings already applied come from the record's ``resume.pt`` (:class:`ResumePoint`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import flwr
@@ -11,10 +18,20 @@ import torch
 
 from fedforget import data, models
 from fedforget.client_data import split_for
-from fedforget.config import RunConfig
+from fedforget.config import ConfigError, RunConfig
 from fedforget.data.base import Dataset
-from fedforget.records import RunRecord, new_run_id
+from fedforget.records import RunRecord, default_runs_root, new_run_id
 from fedforget.splits import Split, check_split
+from server.ledger import Key, Ledger
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: after ``round``, from ``state``, with ``applied`` unlearnings."""
+
+    round: int
+    state: dict[str, torch.Tensor]
+    applied: dict[Key, dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +43,8 @@ class PreparedRun:
     split: Split
     model: torch.nn.Module
     record: RunRecord
+    ledger: Ledger
+    resume: ResumePoint | None = None
 
 
 def resolve_config(run_config: Mapping[str, Any]) -> RunConfig:
@@ -38,13 +57,51 @@ def resolve_config(run_config: Mapping[str, Any]) -> RunConfig:
     return config.replace(**changes)
 
 
+def ledger_path(config: RunConfig) -> Path:
+    """``ledger`` from the run config, else ``<run-dir>/ledger.sqlite`` (shared by the runs there)."""
+    if config.ledger:
+        return Path(config.ledger)
+    root = Path(config.run_dir) if config.run_dir else default_runs_root()
+    return root / "ledger.sqlite"
+
+
 def prepare_run(run_config: Mapping[str, Any]) -> PreparedRun:
-    """Load the data, make and check the split, build the model and create the run record."""
+    """Load the data, make and check the split, build the model, and create (or reopen) the record."""
     config = resolve_config(run_config)
     dataset = data.load(config)
     split = split_for(config)
     check_split(split, dataset.num_train)
     model = models.build_model(config.model, dataset.info, seed=config.seed)
+    ledger = Ledger(ledger_path(config), config.run_id)
+    if config.resume:
+        record = _reopen(config, split)
+        completed, state, applied = record.load_resume_point()
+        model.load_state_dict(state)
+        return PreparedRun(
+            config, dataset, split, model, record, ledger, ResumePoint(completed, state, applied)
+        )
+    if ledger.entries():
+        raise ConfigError(
+            f"the ledger {ledger.path} already holds requests of run {config.run_id!r}; "
+            "continue that run with resume=1 or choose another run-id"
+        )
     record = RunRecord.create(config, environment={"flwr": flwr.__version__})
     record.write_split(split)
-    return PreparedRun(config, dataset, split, model, record)
+    return PreparedRun(config, dataset, split, model, record, ledger)
+
+
+def _reopen(config: RunConfig, split: Split) -> RunRecord:
+    record = RunRecord.location(config)
+    if not (record.path / "config.json").exists():
+        raise ConfigError(f"resume=1 but there is no run record {record.path} to continue")
+    stored = record.config().to_dict()
+    new = config.to_dict()
+    changed = sorted(k for k in new if k != "resume" and stored.get(k) != new[k])
+    if changed:
+        raise ConfigError(
+            f"resume=1 must use the run's own config; these keys differ from {record.path / 'config.json'}: "
+            + ", ".join(f"{k} ({stored.get(k)!r} -> {new[k]!r})" for k in changed)
+        )
+    if record.split().to_json() != split.to_json():
+        raise ConfigError(f"the split recomputed from the config differs from {record.path / 'split.json'}")
+    return record

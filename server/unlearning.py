@@ -14,10 +14,16 @@ For a batch of new withdrawal requests (several clients may withdraw in the same
 4. the evaluator measures FR, accuracies and attack AUC on the new model; the round repeats, up to
    ``unlearn-rounds`` times, until the target is met: ``unlearn-target=fr`` -> FR >= ``target-fr``;
    ``unlearn-target=retrain`` -> forget-vs-reference attack AUC within 0.03 of 0.5.
+
+An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a mask that
+fails validation in any round drops out, every mask it sent in the attempt is taken back out of the
+model (``w <- w_before + sum over the other nodes``), and its requests stay open for a later attempt
+(``server/requests.py`` records that in the ledger).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import time
@@ -32,44 +38,11 @@ from flwr.serverapp import Grid
 from clients.codec import oracle_to_records
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, ForgettingEvaluator, KnownRequest, message_config
+from server.exchange import exchange
 from server.setup import PreparedRun
+from server.validation import MaskRejected, parameter_names, validate_mask
 
 AUC_TOLERANCE = 0.03
-
-
-class MaskRejected(ValueError):
-    """A client's mask failed validation."""
-
-
-def parameter_names(model: torch.nn.Module) -> set[str]:
-    return {name for name, _ in model.named_parameters()}
-
-
-def validate_mask(
-    mask: Mapping[str, np.ndarray], state: Mapping[str, torch.Tensor], trainable: set[str], max_ratio: float
-) -> None:
-    """Raise :class:`MaskRejected` unless ``mask`` is a sane change of the ``trainable`` parameters."""
-    if not mask:
-        raise MaskRejected("the mask is empty")
-    unknown = sorted(set(mask) - trainable)
-    if unknown:
-        raise MaskRejected(f"the mask names parameters the model does not train: {unknown[:5]}")
-    squared = 0.0
-    for name, delta in mask.items():
-        expected = tuple(state[name].shape)
-        if tuple(delta.shape) != expected:
-            raise MaskRejected(f"mask[{name!r}] has shape {tuple(delta.shape)}, the parameter has {expected}")
-        if delta.dtype.kind != "f":
-            raise MaskRejected(f"mask[{name!r}] has dtype {delta.dtype}, expected a float type")
-        if not np.isfinite(delta).all():
-            raise MaskRejected(f"mask[{name!r}] holds non-finite values")
-        squared += float(np.square(delta, dtype=np.float64).sum())
-    model_norm = math.sqrt(sum(float(state[n].double().square().sum()) for n in trainable))
-    if math.sqrt(squared) > max_ratio * model_norm:
-        raise MaskRejected(
-            f"mask L2 norm {math.sqrt(squared):.4g} exceeds max-mask-ratio x model norm "
-            f"({max_ratio} x {model_norm:.4g})"
-        )
 
 
 def apply_masks(
@@ -104,6 +77,20 @@ def target_met(config_target: str, target_fr: float, measured: Mapping[str, Any]
     return auc is not None and math.isfinite(auc) and abs(auc - 0.5) <= AUC_TOLERANCE
 
 
+@dataclasses.dataclass
+class UnlearningResult:
+    """One unlearning attempt: the new model, the requests it unlearned, the nodes that failed.
+
+    ``arrays`` = the model before the attempt + the summed masks of the nodes that never failed; a
+    failed node's masks (from every round of the attempt) are not in it, and its requests stay open.
+    """
+
+    arrays: ArrayRecord
+    done: list[KnownRequest]
+    failed: dict[int, str]
+    last: dict[str, Any]
+
+
 def run_unlearning(
     grid: Grid,
     run: PreparedRun,
@@ -113,18 +100,29 @@ def run_unlearning(
     requests: list[KnownRequest],
     table: RoundTable,
     evaluate_global: Any,
-) -> ArrayRecord:
-    """Unlearning rounds for ``requests``; returns the unlearned global model."""
+) -> UnlearningResult:
+    """Unlearning rounds for ``requests``, tolerant of nodes that die or send bad masks.
+
+    A node that fails (error reply, no reply, rejected mask) in any round drops out of the attempt:
+    its masks are taken back out of the model and its requests are returned as not done.
+    """
     config, record = run.config, run.record
     trainable = parameter_names(run.model)
     oracle_arrays, oracle_config = oracle_to_records(evaluator.oracle())
+    state_before = arrays.to_torch_state_dict()
     by_node: dict[int, list[KnownRequest]] = {}
     for r in requests:
         by_node.setdefault(r.node_id, []).append(r)
+    applied: dict[int, dict[str, np.ndarray]] = {}  # node -> the sum of its accepted masks
+    failed: dict[int, str] = {}
+    row: dict[str, Any] = {}
     for unlearn_round in range(1, config.unlearn_rounds + 1):
+        live = {n: items for n, items in by_node.items() if n not in failed}
+        if not live:
+            break
         start = time.perf_counter()
         messages = []
-        for node_id, items in by_node.items():
+        for node_id, items in live.items():
             msg_config = {
                 **message_config(run, server_round),
                 "request-ids": [r.request_id for r in items],
@@ -144,39 +142,50 @@ def run_unlearning(
                 Message(content, dst_node_id=node_id, message_type=f"{MessageType.TRAIN}.unlearn")
             )
         bytes_down = sum(_nbytes(arrays) + _nbytes(oracle_arrays) for _ in messages)
-        replies = list(grid.send_and_receive(messages, timeout=QUERY_TIMEOUT_S))
+        record.append_metrics(
+            {
+                "round": server_round,
+                "phase": "unlearn",
+                "event": "unlearn-round-sent",
+                "sending-round": unlearn_round,
+                "nodes": sorted(live),
+            }
+        )
+        got = exchange(grid, messages, QUERY_TIMEOUT_S)
         state = arrays.to_torch_state_dict()
         accepted: list[dict[str, np.ndarray]] = []
-        client_seconds, bytes_up, rejected = 0.0, 0, 0
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                rejected += 1
-                _log_rejection(
-                    record, table, server_round, node, f"client error: {reply.error.reason[-300:]}"
-                )
-                continue
+        client_seconds, bytes_up = 0.0, 0
+        for node, reason in got.failures.items():
+            failed[node] = f"client error: {reason[-300:]}"
+            _log_rejection(record, table, server_round, node, failed[node])
+        for node, reply in got.replies.items():
             mask = {k: reply.content["mask"][k].numpy() for k in reply.content["mask"]}
             try:
                 validate_mask(mask, state, trainable, config.max_mask_ratio)
             except MaskRejected as error:
-                rejected += 1
+                failed[node] = str(error)
                 _log_rejection(record, table, server_round, node, str(error))
                 continue
             accepted.append(mask)
+            total = applied.setdefault(node, {})
+            for name, delta in mask.items():
+                total[name] = total[name] + delta if name in total else delta.copy()
             bytes_up += _nbytes(reply.content["mask"])
             client_seconds += float(reply.content["metrics"]["client-seconds"])
-        if accepted:
-            arrays = ArrayRecord(apply_masks(state, accepted))
-        row: dict[str, Any] = {
+        for node in failed:
+            applied.pop(node, None)
+            for r in by_node[node]:
+                r.outcome, r.before = "pending", None
+        arrays = ArrayRecord(apply_masks(state_before, list(applied.values())))
+        row = {
             "round": server_round,
             "phase": "unlearn",
             "unlearn-round": unlearn_round,
             "method": config.unlearn_method,
-            "request-ids": [r.request_id for r in requests],
+            "request-ids": [r.request_id for items in live.values() for r in items],
             **evaluate_global(run, arrays),
             "masks-accepted": len(accepted),
-            "masks-rejected": rejected,
+            "masks-rejected": len(messages) - len(accepted),
             "mask-l2": float(
                 math.sqrt(
                     sum(float(np.square(d, dtype=np.float64).sum()) for m in accepted for d in m.values())
@@ -191,11 +200,10 @@ def run_unlearning(
         row["seconds"] = time.perf_counter() - start
         record.append_metrics(row)
         table.print_row({**row, "phase": f"unlearn{unlearn_round}"})
-        if not accepted:
-            raise RuntimeError(f"unlearning round {unlearn_round}: no client returned a valid mask")
         if target_met(config.unlearn_target, config.target_fr, row):
             break
-    return arrays
+    done = [r for node, items in by_node.items() if node not in failed for r in items]
+    return UnlearningResult(arrays, done, failed, row)
 
 
 def _log_rejection(record: Any, table: RoundTable, server_round: int, node: int, reason: str) -> None:

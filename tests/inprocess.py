@@ -2,14 +2,19 @@
 
 ``InProcessGrid`` keeps one Context per node, as a SuperNode would, and calls ``clients.app`` directly;
 only the network is left out. ``tamper`` may rewrite replies (to test the server's defences).
+Messages get ids and error replies come from the SuperLink's node id, as in a real deployment; a node
+can be marked dead (its messages get Flower's ``NODE_UNAVAILABLE`` error) and a device can rejoin
+under a new node id with the same partition and store (:meth:`InProcessGrid.rejoin`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
 from clients.app import app as client_app
@@ -37,17 +42,44 @@ class InProcessGrid(Grid):
             for pid in range(num)
         }
         self.tamper = tamper or (lambda m: m)
+        self.dead: set[int] = set()
+        self.sent: list[Message] = []
+
+    def rejoin(self, old_node: int) -> int:
+        """The device behind ``old_node`` restarts: same node config (partition, store), new node id."""
+        context = self.contexts.pop(old_node)
+        self.dead.discard(old_node)
+        new_node = max(self.contexts, default=old_node) + 100
+        self.contexts[new_node] = Context(
+            run_id=1,
+            node_id=new_node,
+            node_config=dict(context.node_config),
+            state=RecordDict(),
+            run_config=context.run_config,
+        )
+        return new_node
+
+    def node_of(self, partition_id: int) -> int:
+        return next(n for n, c in self.contexts.items() if int(c.node_config["partition-id"]) == partition_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
+        return [n for n in self.contexts if n not in self.dead]
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         replies = []
         for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            self.sent.append(msg)
+            node = msg.metadata.dst_node_id
+            if node in self.dead or node not in self.contexts:
+                reply = Message(Error(code=5, reason="Error: Node Unavailable"), reply_to=msg)
+                reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                replies.append(reply)
+                continue
             try:
-                reply = client_app(msg, self.contexts[msg.metadata.dst_node_id])
+                reply = client_app(msg, self.contexts[node])
             except Exception as error:  # noqa: BLE001 - Flower turns handler errors into error replies
                 reply = Message(Error(code=0, reason=repr(error)), reply_to=msg)
             replies.append(self.tamper(reply))

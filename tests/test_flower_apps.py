@@ -143,7 +143,7 @@ def _reply(arrays: dict[str, np.ndarray], num_examples: int, loss: float, node_i
 
 
 def test_fedavg_aggregation_matches_hand_computation() -> None:
-    run = PreparedRun(CONFIG, None, None, None, None)  # type: ignore[arg-type]
+    run = PreparedRun(CONFIG, None, None, None, None, None)  # type: ignore[arg-type]
     strategy = make_strategy(run)
     a = {"w": np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32), "b": np.array([1.0], dtype=np.float32)}
     b = {"w": np.array([[5.0, 6.0], [7.0, 8.0]], dtype=np.float32), "b": np.array([-3.0], dtype=np.float32)}
@@ -160,7 +160,7 @@ def test_fedavg_aggregation_matches_hand_computation() -> None:
 
 def test_strategy_samples_clients_per_round() -> None:
     config = RunConfig.from_mapping({"num-clients": 10, "clients-per-round": 4})
-    strategy = make_strategy(PreparedRun(config, None, None, None, None))  # type: ignore[arg-type]
+    strategy = make_strategy(PreparedRun(config, None, None, None, None, None))  # type: ignore[arg-type]
     assert strategy.fraction_train == pytest.approx(0.4)
     assert strategy.min_train_nodes == 4 and strategy.min_available_nodes == 10
 

@@ -96,7 +96,7 @@ def _request_of(reply: Message) -> Message:
     return instruction
 
 
-def test_no_valid_mask_stops_the_run(tmp_path: Path) -> None:
+def test_no_valid_mask_leaves_the_model_untouched_and_the_requests_open(tmp_path: Path) -> None:
     def blow_all(reply: Message) -> Message:
         if reply.metadata.message_type == "train.unlearn":
             mask = reply.content["mask"]
@@ -107,6 +107,16 @@ def test_no_valid_mask_stops_the_run(tmp_path: Path) -> None:
 
     run_config = _run_config(tmp_path)
     run = prepare_run(run_config)
-    with pytest.raises(RuntimeError, match="no client returned a valid mask"):
-        run_federated_training(InProcessGrid(run_config, tmp_path, blow_all), run)
+    run_federated_training(InProcessGrid(run_config, tmp_path, blow_all), run)
     assert "after-unlearning" not in run.record.named_checkpoints()
+    rows = run.record.metrics()
+    assert sum(r.get("event") == "mask-rejected" for r in rows) == 2
+    assert any(r.get("event") == "attempt-failed" for r in rows)
+    # Both requests stay open (received) in the ledger, with their failed attempt recorded.
+    entries = run.ledger.entries()
+    assert sorted(e.partition for e in entries) == [0, 1]
+    assert all(e.state == "received" and e.attempts == 1 for e in entries)
+    # The training round after the failed attempt started from the model before it.
+    unlearn = next(r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r)
+    received = next(r for r in rows if r["phase"] == "withdrawal" and r.get("event") == "request-received")
+    assert unlearn["test-accuracy"] == received["test-accuracy"]

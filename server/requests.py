@@ -1,0 +1,158 @@
+"""Withdrawal requests on the server: one unlearning attempt per batch, committed exactly once.
+
+The exactly-once invariant (``docs/recovery.md``): **a request is ``unlearned`` in the ledger only if
+the run's resume point (``resume.pt``) holds a model with its unlearning applied, and every resume
+point written after that holds it too.** Hence the order of a commit:
+
+1. ``ledger.begin_attempt``: ``received -> unlearning`` (the attempt is counted);
+2. the unlearning rounds run (``server/unlearning.py``); requests of nodes that failed go back to
+   ``received`` (``ledger.fail_attempt``, the reason recorded) with nothing of theirs in the model;
+3. ``record.save_resume_point``: the model with the unlearning, and the list of applied requests with
+   their receipts, in one atomic file;
+4. ``ledger.mark_unlearned`` (outcome + receipt);
+5. the receipt goes to the device (``query.receipt``); once it confirms, ``ledger.mark_delivered``.
+
+A crash before 3 leaves the request ``unlearning`` and the resume point without it: on resume it is
+rolled back to ``received`` and unlearned again from a model that never held it. A crash between 3
+and 4 leaves it ``unlearning`` but held by the resume point: on resume it is rolled forward to
+``unlearned`` (:meth:`server.ledger.Ledger.reconcile`), never redone. A crash after 4 only re-sends
+the receipt (the device stores it idempotently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+
+from server.console import RoundTable
+from server.evaluator import ForgettingEvaluator, KnownRequest
+from server.ledger import Key
+from server.setup import PreparedRun
+from server.unlearning import model_hash, run_unlearning, target_met
+
+
+def handle_withdrawals(
+    grid: Grid,
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    arrays: ArrayRecord,
+    server_round: int,
+    requests: list[KnownRequest],
+    table: RoundTable,
+    applied: MutableMapping[Key, dict[str, Any]],
+    evaluate_global: Callable[[PreparedRun, ArrayRecord], dict[str, float]],
+) -> ArrayRecord:
+    """One unlearning attempt for ``requests`` before training round ``server_round``.
+
+    Returns the model to train on next: with the unlearning of every request whose node took part
+    to the end, without anything from nodes that failed. ``applied`` (request key -> outcome and
+    receipt) is updated and written to the resume point before the ledger says ``unlearned``.
+    """
+    record, ledger = run.record, run.ledger
+    keys = [r.key for r in requests]
+    ledger.begin_attempt(keys, server_round)
+    for r in requests:
+        r.outcome = "unlearning"
+    before, failed_before = evaluator.record_before(grid, arrays, server_round, requests)
+    _fail(run, evaluator, failed_before, server_round, "the device failed before unlearning")
+    requests = [r for r in requests if r not in failed_before]
+    if not requests:
+        return arrays
+    accuracy_before = evaluate_global(run, arrays)
+    event = {
+        "round": server_round - 1,
+        "phase": "withdrawal",
+        "event": "request-received",
+        "request-ids": [r.request_id for r in requests],
+        "num-forget": sum(len(r.ids) for r in requests),
+        **accuracy_before,
+        **before,
+    }
+    record.append_metrics(event)
+    table.print_event(
+        f"withdrawal {', '.join(r.request_id for r in requests)}: {event['num-forget']} samples; "
+        f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
+    )
+    state_before = arrays.to_torch_state_dict()
+    if "before-unlearning" not in record.named_checkpoints():
+        record.save_named_checkpoint("before-unlearning", state_before)
+    result = run_unlearning(grid, run, evaluator, arrays, server_round, requests, table, evaluate_global)
+    for node, reason in result.failed.items():
+        _fail(run, evaluator, [r for r in requests if r.node_id == node], server_round, reason)
+    if not result.done:
+        return arrays  # nothing of the failed nodes is in the model: continue from the model before
+    state_after = result.arrays.to_torch_state_dict()
+    last = result.last
+    members = sum(sum((r.before or {}).values()) for r in result.done)
+    total = sum(len(r.ids) for r in result.done)
+    met = target_met(run.config.unlearn_target, run.config.target_fr, last)
+    receipt = {
+        "run-id": run.config.run_id,
+        "round": server_round,
+        "unlearn-rounds": int(last.get("unlearn-round", 0)),
+        "method": run.config.unlearn_method,
+        "target": run.config.unlearn_target,
+        "target-met": met,
+        "fr": last.get("fr"),
+        "b-t": members,
+        "b-f": total - members,
+        "a-f": last.get("a-f"),
+        "test-accuracy-before": accuracy_before["test-accuracy"],
+        "test-accuracy-after": last.get("test-accuracy"),
+        "model-hash-before": model_hash(state_before),
+        "model-hash-after": model_hash(state_after),
+    }
+    outcome = "unlearned" if met else "unlearned-below-target"
+    for r in result.done:
+        r.outcome, r.receipt = outcome, receipt
+        applied[r.key] = {"outcome": outcome, "receipt": receipt}
+    # The order is the invariant: the model that holds the unlearning is durable first.
+    record.save_resume_point(server_round - 1, state_after, applied)
+    ledger.mark_unlearned([r.key for r in result.done], server_round, outcome, receipt)
+    record.save_named_checkpoint("after-unlearning", state_after)
+    evaluator.write_withdrawals()
+    deliver_receipts(grid, run, evaluator, server_round, result.done)
+    return result.arrays
+
+
+def deliver_receipts(
+    grid: Grid,
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    server_round: int,
+    requests: list[KnownRequest],
+) -> None:
+    """Send receipts; mark the ones the device confirmed as delivered (the others are re-sent later)."""
+    if not requests:
+        return
+    confirmed = evaluator.send_receipts(grid, server_round, requests)
+    pending = [r.key for r in confirmed if (entry := run.ledger.get(*r.key)) and entry.state == "unlearned"]
+    if pending:
+        run.ledger.mark_delivered(pending, server_round)
+
+
+def _fail(
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    requests: list[KnownRequest],
+    server_round: int,
+    reason: str,
+) -> None:
+    if not requests:
+        return
+    run.ledger.fail_attempt([r.key for r in requests], server_round, reason)
+    for r in requests:
+        r.outcome, r.before = "pending", None
+    run.record.append_metrics(
+        {
+            "round": server_round,
+            "phase": "withdrawal",
+            "event": "attempt-failed",
+            "request-ids": [r.request_id for r in requests],
+            "reason": reason,
+        }
+    )
+    evaluator.write_withdrawals()
