@@ -1,0 +1,50 @@
+"""Smoke test of the paper-table command (simulations/paper_table.py) at its smallest size."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from simulations import paper_table
+
+
+def test_quick_smallest_setting_writes_finite_results(tmp_path: Path) -> None:
+    out, docs = tmp_path / "results" / "paper_table.json", tmp_path / "docs"
+    argv = ["--quick", "--datasets", "breast-cancer", "--rounds", "2", "--local-epochs", "1"]
+    argv += ["--forsaken-steps", "3", "--out", str(out), "--docs", str(docs)]
+    assert paper_table.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"].endswith(" ".join(argv)) and doc["quick"] is True
+    methods = [row["method"] for row in doc["rows"]]
+    assert methods == list(paper_table.METHODS)  # every method, once, on the one setting
+    for row in doc["rows"]:
+        for key in (
+            "acc",
+            "acc-loss",
+            "auc",
+            "auc-retrain",
+            "seconds",
+            "seconds-retrain",
+            "speedup",
+            "client-seconds",
+        ):
+            assert row[key] is not None and math.isfinite(row[key]), (row["method"], key)
+        assert row["seconds"] > 0 and 0 <= row["acc"] <= 1 and 0 <= row["auc"] <= 1
+        for key in ("fr", "fr-retrain"):  # None only where the oracle judged nothing a member (B_T = 0)
+            assert row[key] is None or -math.inf < row[key] <= 1
+    by = {row["method"]: row for row in doc["rows"]}
+    assert by["retrain"]["fr-gap"] in (0.0, None) and by["retrain"]["speedup"] == pytest.approx(1.0)
+    assert by["federaser"]["storage-bytes"] > 0 and by["sisa"]["storage-bytes"] > 0
+    assert by["sisa"]["bytes-sent"] == 0 and by["forsaken"]["bytes-sent"] > 0
+    with out.with_suffix(".csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["method"] for r in rows] == methods and set(paper_table.CSV_COLUMNS) == set(rows[0])
+    text = (docs / "results.md").read_text()
+    assert f"`{doc['command']}`" in text and "| forsaken | federated | 1 |" in text
+    for name in ("results_fr_vs_accuracy.png", "results_time.png"):
+        png = (docs / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
