@@ -1,0 +1,266 @@
+"""The server's ledger: its state machine, and exactly-once withdrawals across node deaths and restarts.
+
+The state-machine tests use the ledger alone; the flow tests drive the real server loop against the
+real ClientApp over ``tests/inprocess.py`` (no processes), where a test can kill a node at an exact
+moment or crash the server between two writes, then resume with ``resume=1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Error, Message
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedforget.config import ConfigError
+from fedforget.request_store import RequestStore
+from server.ledger import DELIVERED, RECEIVED, UNLEARNED, UNLEARNING, Ledger, LedgerError, ids_digest
+from server.loop import run_federated_training
+from server.setup import prepare_run
+from tests.inprocess import InProcessGrid
+
+
+@pytest.fixture(autouse=True)
+def _identity() -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+
+
+# ---------------------------------------------------------------------------------------- state machine
+def test_a_request_goes_through_every_state_once_and_survives_a_reopen(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite", "run-a")
+    entry = ledger.receive(0, "wd-1", "samples", np.array([5, 3, 3, 9]), server_round=2)
+    assert (entry.state, entry.num_ids, entry.attempts) == (RECEIVED, 3, 0)
+    assert entry.ids_sha256 == ids_digest(np.array([9, 5, 3]))
+    assert ledger.receive(0, "wd-1", "samples", np.array([3, 5, 9]), server_round=3) == entry  # idempotent
+    ledger.begin_attempt([(0, "wd-1")], 2)
+    ledger.fail_attempt([(0, "wd-1")], 2, "node 7 died")
+    ledger.begin_attempt([(0, "wd-1")], 3)
+    ledger.mark_unlearned([(0, "wd-1")], 3, "unlearned", {"fr": 1.0})
+    ledger.mark_delivered([(0, "wd-1")], 3)
+    again = Ledger(tmp_path / "ledger.sqlite", "run-a")  # a restarted server
+    final = again.get(0, "wd-1")
+    assert final is not None
+    assert (final.state, final.attempts, final.outcome, final.receipt) == (
+        DELIVERED,
+        2,
+        "unlearned",
+        {"fr": 1.0},
+    )
+    moves = [(e["from"], e["to"]) for e in again.events(0, "wd-1")]
+    assert moves == [
+        (None, RECEIVED),
+        (RECEIVED, UNLEARNING),
+        (UNLEARNING, RECEIVED),
+        (RECEIVED, UNLEARNING),
+        (UNLEARNING, UNLEARNED),
+        (UNLEARNED, DELIVERED),
+    ]
+    assert "node 7 died" in again.events(0, "wd-1")[2]["detail"]
+    # Other runs sharing the file do not see this run's rows.
+    assert Ledger(tmp_path / "ledger.sqlite", "run-b").entries() == []
+
+
+@pytest.mark.parametrize(
+    ("steps", "bad"),
+    [
+        ([], lambda lg: lg.mark_unlearned([(0, "r")], 1, "unlearned", {})),  # never attempted
+        ([], lambda lg: lg.fail_attempt([(0, "r")], 1, "x")),
+        (["begin"], lambda lg: lg.begin_attempt([(0, "r")], 1)),  # two attempts at once
+        (["begin", "done"], lambda lg: lg.begin_attempt([(0, "r")], 1)),  # unlearned twice
+        (["begin", "done"], lambda lg: lg.fail_attempt([(0, "r")], 1, "x")),
+        (["begin", "done", "sent"], lambda lg: lg.mark_delivered([(0, "r")], 1)),
+        ([], lambda lg: lg.begin_attempt([(1, "r")], 1)),  # unknown request
+        ([], lambda lg: lg.receive(0, "r", "samples", np.array([1, 2, 4]), 1)),  # other ids
+    ],
+)
+def test_forbidden_transitions_raise_and_change_nothing(tmp_path: Path, steps: list[str], bad) -> None:  # noqa: ANN001
+    ledger = Ledger(tmp_path / "l.sqlite", "run")
+    ledger.receive(0, "r", "samples", np.array([1, 2, 3]), 1)
+    actions = {
+        "begin": lambda: ledger.begin_attempt([(0, "r")], 1),
+        "done": lambda: ledger.mark_unlearned([(0, "r")], 1, "unlearned", {}),
+        "sent": lambda: ledger.mark_delivered([(0, "r")], 1),
+    }
+    for step in steps:
+        actions[step]()
+    before = (ledger.entries(), len(ledger.events()))
+    with pytest.raises(LedgerError):
+        bad(ledger)
+    assert (ledger.entries(), len(ledger.events())) == before
+
+
+def test_a_batch_transition_is_all_or_nothing(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite", "run")
+    ledger.receive(0, "a", "samples", np.array([1]), 1)
+    ledger.receive(1, "b", "samples", np.array([2]), 1)
+    ledger.begin_attempt([(1, "b")], 1)
+    with pytest.raises(LedgerError):
+        ledger.begin_attempt([(0, "a"), (1, "b")], 1)
+    assert ledger.get(0, "a").state == RECEIVED  # type: ignore[union-attr]
+
+
+def test_reconcile_rolls_forward_rolls_back_and_refuses_a_lost_unlearning(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite", "run")
+    for p, rid in [(0, "held"), (1, "lost-attempt"), (2, "done")]:
+        ledger.receive(p, rid, "samples", np.array([p]), 1)
+        ledger.begin_attempt([(p, rid)], 1)
+    ledger.mark_unlearned([(2, "done")], 1, "unlearned", {"fr": 0.5})
+    applied = {(0, "held"): {"outcome": "unlearned", "receipt": {"fr": 1.0}}, (2, "done"): {}}
+    fixed = ledger.reconcile(applied, 2)
+    assert fixed == {"rolled-forward": [(0, "held")], "rolled-back": [(1, "lost-attempt")]}
+    held = ledger.get(0, "held")
+    assert held is not None and (held.state, held.receipt) == (UNLEARNED, {"fr": 1.0})
+    assert ledger.get(1, "lost-attempt").state == RECEIVED  # type: ignore[union-attr]
+    assert ledger.get(2, "done").state == UNLEARNED  # type: ignore[union-attr]
+    # A checkpoint that lacks an unlearning the ledger reports done must not be resumed from.
+    with pytest.raises(LedgerError, match="does not hold that unlearning"):
+        ledger.reconcile({}, 3)
+
+
+# ---------------------------------------------------------------------------------------- the flow
+class Crash(Exception):  # noqa: N818 - a simulated server crash, not an error of the code under test
+    """Raised inside the server to stop it dead at a chosen point."""
+
+
+def _run_config(tmp: Path, **changes: object) -> dict:
+    from simulations.run import resolve_run_config
+
+    values = {
+        "num-clients": 2,
+        "num-rounds": 3,
+        "local-epochs": 1,
+        "max-train-samples": 600,
+        "num-shadows": 2,
+        "shadow-epochs": 2,
+        "unlearn-rounds": 1,
+        "forsaken-steps": 3,
+        "withdrawals": "2:0:samples:0.1",
+        "run-dir": str(tmp / "runs"),
+        **changes,
+    }
+    return resolve_run_config(values, None)
+
+
+def _unlearn_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+
+
+def _device(tmp: Path, partition: int = 0) -> RequestStore:
+    return RequestStore(tmp / f"dev{partition}.sqlite")
+
+
+def test_a_node_dying_mid_unlearning_keeps_the_request_open_until_it_rejoins(tmp_path: Path) -> None:
+    grid: InProcessGrid
+
+    def die_once(reply: Message) -> Message:
+        node = reply.metadata.src_node_id
+        if reply.metadata.message_type == "train.unlearn" and node == 100:
+            # The device dies before its mask reaches the server, then restarts with a new node id.
+            grid.dead.add(node)
+            grid.rejoin(node)
+            error = Message(Error(code=5, reason="Error: Node Unavailable"), reply_to=grid.sent[-1])
+            error.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # as the SuperLink sends it
+            return error
+        return reply
+
+    run_config = _run_config(tmp_path)
+    run = prepare_run(run_config)
+    grid = InProcessGrid(run_config, tmp_path, die_once)
+    run_federated_training(grid, run)
+    (entry,) = run.ledger.entries()
+    assert (entry.partition, entry.state, entry.attempts) == (0, DELIVERED, 2)
+    details = [e["detail"] for e in run.ledger.events(0, entry.request_id)]
+    assert any("attempt failed" in d and "Node Unavailable" in d for d in details)
+    rows = run.record.metrics()
+    failed_at = next(r["round"] for r in rows if r.get("event") == "attempt-failed")
+    done = [r for r in _unlearn_rows(rows) if r["masks-accepted"] == 1]
+    assert failed_at == 2 and [r["round"] for r in done] == [3]  # completed once, by the rejoined node
+    stored = _device(tmp_path).get(entry.request_id)
+    assert stored.state == "completed" and stored.receipt is not None
+    assert stored.receipt["model-hash-after"] == entry.receipt["model-hash-after"]  # type: ignore[index]
+    assert stored.receipt["run-id"] == run.config.run_id
+    # The failed attempt left nothing in the model: round 2 trained on the model from before it.
+    unlearn_sent = [r for r in rows if r.get("event") == "unlearn-round-sent"]
+    assert [r["round"] for r in unlearn_sent] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "attempts", "moved"),
+    [
+        ("during-unlearning", 2, "rolled-back"),  # the attempt dies: redone once, from the old model
+        ("before-ledger-write", 1, "rolled-forward"),  # checkpoint holds it: never redone
+        ("before-receipt", 1, None),  # the device stored the receipt, its answer was lost: nothing redone
+    ],
+)
+def test_a_server_crash_resumes_without_redoing_or_dropping_a_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_at: str, attempts: int, moved: str | None
+) -> None:
+    def crash(reply: Message) -> Message:
+        kind = reply.metadata.message_type
+        if (crash_at, kind) in {("during-unlearning", "train.unlearn"), ("before-receipt", "query.receipt")}:
+            raise Crash(kind)
+        return reply
+
+    if crash_at == "before-ledger-write":
+        original = Ledger.mark_unlearned
+
+        def crash_once(self: Ledger, *args: object, **kwargs: object) -> None:
+            monkeypatch.setattr(Ledger, "mark_unlearned", original)
+            raise Crash("after the resume point, before the ledger")
+
+        monkeypatch.setattr(Ledger, "mark_unlearned", crash_once)
+
+    run_config = _run_config(tmp_path, **{"num-rounds": 2})
+    first = prepare_run(run_config)
+    with pytest.raises(Crash):
+        run_federated_training(InProcessGrid(run_config, tmp_path, crash), first)
+    (entry,) = first.ledger.entries()
+    assert entry.state == (UNLEARNED if crash_at == "before-receipt" else UNLEARNING)
+    # (With the crash on the receipt's reply, the device has stored it; the server never heard so.)
+    assert _device(tmp_path).get(entry.request_id).state == (
+        "completed" if crash_at == "before-receipt" else "pending"
+    )
+    crashed_rows = len(first.record.metrics())
+
+    # The SuperLink / ServerApp restarts: the same run id, resume=1, the same devices.
+    resumed = prepare_run({**run_config, "resume": 1})
+    run_federated_training(InProcessGrid(run_config, tmp_path), resumed)
+    rows = resumed.record.metrics()
+    new_rows = rows[crashed_rows:]
+    resume_row = new_rows[0]
+    assert resume_row["event"] == "run-resumed"
+    expected_round = 1  # resume.pt holds round 1 (+ the unlearning when it was written)
+    assert resume_row["round"] == expected_round
+    assert [r["round"] for r in new_rows if r["phase"] == "train"] == [2]
+    if moved:
+        assert resume_row[moved] == [f"0:{entry.request_id}"]
+    final = resumed.ledger.get(0, entry.request_id)
+    assert final is not None and (final.state, final.attempts) == (DELIVERED, attempts)
+    redone = [r for r in _unlearn_rows(new_rows) if r["masks-accepted"]]
+    assert len(redone) == (1 if crash_at == "during-unlearning" else 0)
+    stored = _device(tmp_path).get(entry.request_id)
+    assert stored.state == "completed"
+    assert stored.receipt["model-hash-after"] == final.receipt["model-hash-after"]  # type: ignore[index]
+    # The resumed run started from the checkpointed model: with the unlearning when it was
+    # checkpointed, else from the model the redone attempt started from.
+    held = "model-hash-before" if crash_at == "during-unlearning" else "model-hash-after"
+    assert resume_row["model-hash"] == final.receipt[held]  # type: ignore[index]
+    summary = resumed.record.read_json("withdrawals.json")["requests"]
+    assert [r["request-id"] for r in summary] == [entry.request_id] and summary[0]["receipt"] is not None
+
+
+def test_resume_refuses_a_missing_record_a_changed_config_and_a_reused_run_id(tmp_path: Path) -> None:
+    run_config = _run_config(tmp_path)
+    with pytest.raises(ConfigError, match="no run record"):
+        prepare_run({**run_config, "resume": 1})
+    with pytest.raises(ConfigError, match="resume=1 together with the run-id"):
+        prepare_run({**run_config, "resume": 1, "run-id": ""})
+    run = prepare_run(run_config)
+    run.ledger.receive(0, "x", "samples", np.array([1]), 1)
+    with pytest.raises(ConfigError, match="learning-rate"):
+        prepare_run({**run_config, "resume": 1, "learning-rate": 0.5})
+    with pytest.raises(ConfigError, match="already holds requests"):
+        prepare_run(run_config)
