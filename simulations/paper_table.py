@@ -707,23 +707,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def full_size_estimate(path: Path) -> str | None:
-    """The full size's time, extrapolated from a timing run (one seed per dataset) if one was saved.
+def full_size_estimate(folder: Path, this_run: dict[str, float], command: str) -> str | None:
+    """The full size's time, extrapolated from this run's and saved one-seed timing runs' seed-0 settings.
 
-    The timing run is ``python -m simulations.paper_table --seeds 0 --out results/paper_table.timing.json
-    --docs <scratch dir>``; the full size runs 3 seeds of each dataset, so it takes about 3 x as long.
+    A timing run per dataset: ``python -m simulations.paper_table --datasets D --seeds 0
+    --out results/paper_table.timing-D.json --docs <scratch dir>``; the full size runs 3 seeds of each
+    dataset, so it takes about 3 x the sum of their times.
     """
-    if not path.exists():
+    per: dict[str, float] = {k: v for k, v in this_run.items() if k.endswith("/0")}
+    commands = [f"`{command}` (this run)"] if per else []
+    for path in sorted(folder.glob("paper_table.timing-*.json")):
+        timing = json.loads(path.read_text())
+        per.update(timing.get("seconds-per-setting", {}))
+        commands.append(f"`{timing['command']}` ({timing['date']}, {timing['seconds-total']:.0f} s)")
+    timed = [d for d in DATASETS if f"{d}/0" in per]
+    if not timed:
         return None
-    timing = json.loads(path.read_text())
-    per = timing.get("seconds-per-setting", {})
-    missing = [d for d in DATASETS if f"{d}/0" not in per]
-    total = 3 * sum(per.get(f"{d}/0", 0.0) for d in DATASETS)
+    total = 3 * sum(per[f"{d}/0"] for d in timed)
+    missing = [d for d in DATASETS if d not in timed]
     text = (
-        f"Full size (8 datasets x 3 seeds): about {total / 3600:.1f} h on this machine, extrapolated as 3 x "
-        f"the one-seed timing run `{timing['command']}` ({timing['date']}, {timing['machine']})"
+        f"Full size (3 seeds of each dataset): about {total / 3600:.1f} h on this machine for the "
+        f"{len(timed)} timed dataset(s) ({', '.join(timed)}), extrapolated as 3 x their seed-0 times in "
+        + "; ".join(commands)
     )
-    return text + (f"; not timed: {', '.join(missing)}." if missing else ".")
+    return text + (f". Not timed: {', '.join(missing)}." if missing else ".")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -767,7 +774,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary,
         "rows": rows,
     }
-    doc["full-size-estimate"] = full_size_estimate(args.out.with_suffix(".timing.json"))
+    doc["full-size-estimate"] = full_size_estimate(args.out.parent, per_setting, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
     write_csv(rows, args.out.with_suffix(".csv"))

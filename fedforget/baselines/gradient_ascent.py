@@ -194,7 +194,11 @@ def gradient_ascent(
         storage_bytes=0,
         history=history + repair_history,
         delta=delta,
-        extra={"repair-rounds": repair_rounds, "ascent-steps": sum(1 for r in history if r.get("step"))},
+        extra={
+            "repair-rounds": repair_rounds,
+            "ascent-steps": sum(1 for r in history if r.get("step")),
+            "stopped-because": ",".join(r["stopped-because"] for r in history if "stopped-because" in r),
+        },
     )
 
 
