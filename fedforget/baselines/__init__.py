@@ -102,7 +102,7 @@ METHODS: dict[str, Method] = {
             "federated",
             gradient_ascent,
             "bounded loss ascent on the forget set, then FedAvg repair rounds",
-            "e.g. Halimi et al. 2022 (without the projection)",
+            "standard baseline; PGA (Halimi et al. 2022) without the projection",
             client_side=True,
         ),
         Method(

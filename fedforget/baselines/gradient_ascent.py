@@ -12,8 +12,8 @@ nothing), after ``max_steps`` steps, and with ``max_norm`` the step is projected
 ``||theta - w|| <= max_norm``. The client sends ``delta = theta - w``; the server adds the deltas of
 all withdrawing clients (``w <- w + sum_i delta_i``, the rule for Forsaken masks) and then runs
 ``repair_rounds`` FedAvg rounds on the remaining data (:func:`~fedforget.baselines.finetune.run_repair`).
-A classic baseline of the unlearning literature (e.g. Golatkar et al., CVPR 2020; Halimi et al., 2022
-without the projection).
+A standard baseline of the unlearning literature; :mod:`~fedforget.baselines.pga` (Halimi et al.,
+2022) is the same ascent with a projection and a principled start.
 """
 
 from __future__ import annotations

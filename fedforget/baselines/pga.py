@@ -8,8 +8,9 @@ local models, from the global model ``w`` and its own last local model ``w_i``. 
     w = sum_k (n_k / n) w_k   =>   w_ref = (n w - n_i w_i) / (n - n_i)
 
 which is the paper's ``w_ref = (N w - w_i) / (N - 1)`` when all ``N`` clients weigh the same. It then
-ascends the loss on its forget set, starting from ``w_i`` and staying in the L2 ball of radius
-``delta`` around ``w_ref`` (:func:`fedforget.baselines.ascent.ascend`)::
+ascends the loss on its forget set, starting from ``w_i`` (our choice: public implementations differ,
+some start from ``w_ref`` or ``w``; ``w_i`` is projected into the ball first) and staying in the L2
+ball of radius ``delta`` around ``w_ref`` (:func:`fedforget.baselines.ascent.ascend`)::
 
     theta <- Proj_{||theta - w_ref|| <= delta}(theta + eta * grad L(theta; B))
 
