@@ -197,6 +197,16 @@ def test_federaser_storage_and_calibration_with_remaining_clients_only(
     calibrated = baselines.calibrate_update(stored, new)["w"]
     assert np.linalg.norm(calibrated) == pytest.approx(np.linalg.norm(stored["w"]))
     np.testing.assert_allclose(calibrated / np.linalg.norm(calibrated), new["w"] / np.linalg.norm(new["w"]))
+    # the server step: w~ + sum_k (n_k / n) * ||U_k|| * (w^_k - w~) / ||w^_k - w~||, by hand
+    store = baselines.FedEraserStore()
+    store.updates[1] = {0: {"w": np.full(2, 3.0)}, 1: {"w": np.array([0.0, 4.0])}}
+    current = {"w": np.array([1.0, 1.0]), "count": np.array(7)}
+    replies = {0: {"w": np.array([2.0, 1.0]), "count": np.array(9)}, 1: {"w": np.array([1.0, 0.0])}}
+    step = baselines.calibration_step(store, 1, current, replies, {0: 1.0, 1: 3.0})
+    np.testing.assert_allclose(step["w"], [1 + 0.25 * math.sqrt(18), 1 - 0.75 * 4])
+    assert step["count"] == 7  # integer entries are not calibrated
+    with pytest.raises(ValueError, match="not in the store"):
+        baselines.calibration_step(store, 2, current, replies, {0: 1.0, 1: 3.0})
 
 
 # ------------------------------------------------------------------------------------- centralized

@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from fedforget.baselines.amnesiac import AmnesiacRecord, amnesiac_train, amnesiac_unlearn, subtract_updates
 from fedforget.baselines.base import Forget, Original, UnlearnResult, add_delta, check_forget
-from fedforget.baselines.federaser import FedEraserStore, calibrate_update, federaser
+from fedforget.baselines.federaser import FedEraserStore, calibrate_update, calibration_step, federaser
 from fedforget.baselines.finetune import finetune
 from fedforget.baselines.gradient_ascent import AscentConfig, ascent_delta, gradient_ascent
 from fedforget.baselines.pga import PGAConfig, pga, pga_delta, reference_state
@@ -61,6 +61,7 @@ __all__ = [
     "amnesiac_unlearn",
     "ascent_delta",
     "calibrate_update",
+    "calibration_step",
     "check_forget",
     "federaser",
     "finetune",

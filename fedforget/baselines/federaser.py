@@ -44,7 +44,7 @@ from fedforget.baselines.base import (
 from fedforget.client_data import ClientData
 from fedforget.federated import RoundUpdate, client_seed, state_nbytes, weighted_average
 
-__all__ = ["FedEraserStore", "calibrate_update", "federaser"]
+__all__ = ["FedEraserStore", "calibrate_update", "calibration_step", "federaser"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,6 +92,33 @@ def calibrate_update(stored: dict[str, np.ndarray], new: dict[str, np.ndarray]) 
     return out
 
 
+def calibration_step(
+    store: FedEraserStore,
+    stored_round: int,
+    current: dict[str, np.ndarray],
+    client_states: dict[int, dict[str, np.ndarray]],
+    weights: dict[int, float],
+) -> dict[str, np.ndarray]:
+    """One server step of the calibration: ``w~_{j+1} = w~_j + sum_k (n'_k / n') U~_j^k``.
+
+    ``client_states``: partition id -> the state each remaining client returned after its calibration
+    training from ``current`` (= ``w~_j``); ``weights``: their ``n'_k``. The server half of FedEraser,
+    usable as is by a Flower server loop that sends ``current`` out and collects the replies.
+    """
+    if stored_round not in store.updates:
+        raise ValueError(f"round {stored_round} is not in the store (stored: {store.rounds})")
+    unknown = sorted(set(client_states) - set(store.updates[stored_round]))
+    if unknown:
+        raise ValueError(f"clients {unknown} have no stored update in round {stored_round}")
+    calibrated, factors = [], []
+    for pid, state in client_states.items():
+        stored = store.updates[stored_round][pid]
+        calibrated.append(calibrate_update(stored, {k: state[k] - current[k] for k in stored}))
+        factors.append(float(weights[pid]))
+    step = weighted_average(calibrated, factors)
+    return {k: (v + step[k]).astype(v.dtype) if k in step else v for k, v in current.items()}
+
+
 def federaser(
     original: Original,
     forget: Forget,
@@ -128,7 +155,7 @@ def federaser(
     history: list[dict[str, Any]] = []
     client_seconds = 0.0
     for j, t in enumerate(store.rounds, start=1):
-        calibrated, weights = [], []
+        states, weights = {}, {}
         for client in clients:
             model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in current.items()})
             result = training.train(
@@ -143,12 +170,11 @@ def federaser(
                 seed=client_seed(config, t, client.partition_id),
             )
             client_seconds += result.seconds
-            state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-            new = {k: state[k] - current[k] for k in store.updates[t][client.partition_id]}
-            calibrated.append(calibrate_update(store.updates[t][client.partition_id], new))
-            weights.append(float(result.num_examples))
-        step = weighted_average(calibrated, weights)
-        current = {k: (v + step[k]).astype(v.dtype) if k in step else v for k, v in current.items()}
+            states[client.partition_id] = {
+                k: v.detach().numpy().copy() for k, v in model.state_dict().items()
+            }
+            weights[client.partition_id] = float(result.num_examples)
+        current = calibration_step(store, t, current, states, weights)
         row: dict[str, Any] = {"phase": "federaser-calibration", "calibration-round": j, "stored-round": t}
         if evaluate:
             model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in current.items()})
