@@ -25,8 +25,8 @@ withdrawal schedule, run record, oracle or unlearning: pass the ids to leave out
 split (``history``); ``seconds`` counts the training rounds only (local training + averaging), not
 the per-round test evaluation.
 
-**Recording hook** (for FedEraser, PGA and audits): ``on_round`` is called after every round's
-local training, before the model is replaced by the average, with a :class:`RoundUpdate`: the round,
+**Recording hook** (for FedEraser, PGA and audits): ``on_round`` is called after every round (its
+time is not counted in ``seconds``) with a :class:`RoundUpdate`: the round,
 the global model ``w_t`` the clients started from, every client's returned state ``w_{t+1}^k`` and
 its weight ``n_k``. It only reads; results are identical with and without it. ``start_round``
 numbers the rounds (and so the client seeds) from another round than 1, to continue a run:
@@ -145,7 +145,7 @@ def fedavg(
 
     ``exclude``: partition id -> global training ids that client never trains on (ids it does not
     hold are ignored). ``initial_state``: start from this model instead of the seeded initial one
-    (rounds are still numbered from 1, so the client seeds are the run's first rounds' seeds).
+    (rounds are numbered from ``start_round``, default 1: the client seeds are those rounds' seeds).
     ``evaluate``: test accuracy and loss after every round (``history``); without it only round 0
     and the last round are evaluated. ``on_round``: called with each round's :class:`RoundUpdate`
     (module docstring). ``start_round``: the number of the first round (client seeds follow it).
@@ -208,24 +208,21 @@ def fedavg(
             weights.append(float(result.num_examples))
             losses.append(result.loss)
             client_seconds += result.seconds
-        if on_round is not None:
-            pids = [client.partition_id for client in clients]
-            on_round(
-                RoundUpdate(
-                    server_round,
-                    global_state,
-                    dict(zip(pids, states, strict=True)),
-                    dict(zip(pids, weights, strict=True)),
-                )
-            )
+        started_from = global_state
         averaged = weighted_average(states, weights)
         # keep each entry's dtype (an integer buffer stays integer, as load_state_dict casts it)
         global_state = {
             k: np.asarray(v).astype(global_state[k].dtype, copy=False) for k, v in averaged.items()
         }
         model.load_state_dict(_to_torch(averaged))
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start  # the recorder's time is not training time
         total_seconds += seconds
+        if on_round is not None:
+            pids = [client.partition_id for client in clients]
+            states_by_pid = dict(zip(pids, states, strict=True))
+            on_round(
+                RoundUpdate(server_round, started_from, states_by_pid, dict(zip(pids, weights, strict=True)))
+            )
         train_loss = float(np.average(losses, weights=weights)) if sum(weights) else float("nan")
         if evaluate or server_round == last_round:
             history.append(test_row(server_round, **{"train-loss": train_loss, "seconds": seconds}))
