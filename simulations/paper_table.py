@@ -479,7 +479,10 @@ def plot(rows: list[dict[str, Any]], summary: list[dict[str, Any]], docs: Path) 
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=90)
     seconds = [s["seconds"] or 0 for s in summary]
-    ax.barh(methods, seconds, color=[colours[m] for m in methods])
+    labels = [
+        f"{s['method']} (centralized)" if s["setting"] == "centralized" else s["method"] for s in summary
+    ]
+    ax.barh(labels, seconds, color=[colours[m] for m in methods])
     ax.set_xscale("log")
     ax.set_xlabel("mean wall seconds of unlearning (log)")
     ax.invert_yaxis()
