@@ -50,8 +50,8 @@ def _parse_ids(text: str) -> np.ndarray:
         ids = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
         raise RequestError(f"--ids expects comma-separated integers, got {text!r}") from None
-    if any(i < 0 for i in ids):
-        raise RequestError("global ids are >= 0")
+    if any(i < 0 or i >= 2**63 for i in ids):
+        raise RequestError(f"--ids: global ids are integers in [0, 2**63), got {text!r}")
     return np.asarray(ids, dtype=np.int64)
 
 
@@ -75,6 +75,14 @@ def withdraw(args: argparse.Namespace) -> int:
         grain, arg, ids = "client", None, live.train_ids
         if ids.size == 0:
             raise RequestError("this device holds no samples that are not already withdrawn")
+    if args.request_id:
+        known = {r.request_id: r for r in store.all()}
+        if args.request_id in known:
+            old = known[args.request_id]
+            raise RequestError(
+                f"duplicate request: {args.request_id!r} is already stored "
+                f"({old.state}, {len(old.ids)} samples); nothing changed"
+            )
     stored = store.add(grain, ids, owned_ids=data.train_ids, arg=arg, request_id=args.request_id)
     print(stored.request_id)
     print(

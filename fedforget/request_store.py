@@ -135,14 +135,21 @@ class RequestStore:
                     raise RequestError(f"duplicate request id {rid!r} with different content")
                 placeholders = ",".join("?" * len(wanted))
                 taken = db.execute(
-                    f"SELECT global_id, request_id FROM tombstones WHERE global_id IN ({placeholders})",
+                    "SELECT t.global_id, t.request_id, r.state FROM tombstones t JOIN requests r "
+                    f"ON r.request_id = t.request_id WHERE t.global_id IN ({placeholders})",
                     [int(i) for i in wanted],
                 ).fetchall()
                 if taken:
                     db.execute("ROLLBACK")
+                    gid, by, state = taken[0]
+                    what = (
+                        "already withdrawn and forgotten"
+                        if state == "completed"
+                        else "already withdrawn (the server has not finished unlearning them yet)"
+                    )
                     raise RequestError(
-                        f"{len(taken)} of the ids are already withdrawn (e.g. id {taken[0][0]} by "
-                        f"{taken[0][1]}); nothing to do for them"
+                        f"{len(taken)} of the ids are {what}, e.g. id {gid} by request {by} ({state}); "
+                        "nothing to do for them"
                     )
                 now = _now()
                 db.execute(

@@ -16,6 +16,7 @@ client that owns the data and any auditor with the run record get the same ids.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -93,6 +94,8 @@ def _parse_arg(entry: str, grain: str, raw: str | None) -> float | None:
         value = float(raw)
     except ValueError:
         raise WithdrawalError(f"withdrawal {entry!r}: argument {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise WithdrawalError(f"withdrawal {entry!r}: argument {raw!r} is not a finite number")
     if grain == "class" and (value < 0 or not value.is_integer()):
         raise WithdrawalError(f"withdrawal {entry!r}: class label must be an integer >= 0")
     if grain == "samples" and (value <= 0 or (value >= 1 and not value.is_integer())):

@@ -95,6 +95,20 @@ class ManagedProcess:
         except OSError:
             return ""
 
+    def kill(self) -> list[int]:
+        """``kill -9`` this process and every process it started (a crash: no clean-up runs).
+
+        Flower starts some helpers in their own sessions (SuperExec, app processes), so the tree is
+        found through ``/proc`` before anything is killed; returns the PIDs killed.
+        """
+        pids = [self.pid, *descendants(self.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=10)
+        return pids
+
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM the process group, wait, then SIGKILL what is left."""
         if self.popen.poll() is not None:
@@ -109,9 +123,28 @@ class ManagedProcess:
                 continue
 
 
+def descendants(pid: int) -> list[int]:
+    """Every living process below ``pid`` (children, grandchildren, ...), read from ``/proc`` (Linux)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def start_process(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    restart = 1
+    while log_path.exists():  # a restarted process keeps the earlier log
+        restart += 1
+        log_path = log_dir / f"{name}-{restart}.log"
     handle = open(log_path, "wb")  # noqa: SIM115 - owned by the child for its lifetime
     popen = subprocess.Popen(
         list(argv),
@@ -159,6 +192,16 @@ class Federation:
     env: dict[str, str]
     supernodes: list[ManagedProcess] = dataclasses.field(default_factory=list)
     tls: TLSFiles | None = None
+    superlink_argv: list[str] = dataclasses.field(default_factory=list)
+
+    def restart_superlink(self) -> ManagedProcess:
+        """Start the SuperLink again with the same arguments (port, ``--database``, TLS) after it
+        died; connected SuperNodes reconnect on their own."""
+        if self.superlink.alive():
+            raise RuntimeError("the SuperLink is still running; kill or stop it first")
+        self.superlink = start_process("superlink", self.superlink_argv, self.env, self.log_dir)
+        wait_for_port(self.control_port, self.superlink)
+        return self.superlink
 
     @property
     def log_dir(self) -> Path:
@@ -270,7 +313,7 @@ def federation(
         options = {"num-supernodes": num_supernodes, "backend.client-resources": {"num-cpus": 1}}
     _write_connection(home, control_port, options, tls)
     superlink = start_process("superlink", argv, env, home / "logs")
-    fed = Federation(home, control_port, fleet_port, superlink, env, tls=tls)
+    fed = Federation(home, control_port, fleet_port, superlink, env, tls=tls, superlink_argv=argv)
     try:
         wait_for_port(control_port, superlink)
         yield fed
