@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from fedforget import data, forsaken, models
 from fedforget.client_data import ClientData, split_for
@@ -61,7 +62,8 @@ from fedforget.config import RunConfig
 from fedforget.federated import fedavg
 from fedforget.forsaken import ForsakenConfig
 from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
-from fedforget.mia import MembershipOracle, fit_oracle, oracle_from_state
+from fedforget.mia import MembershipOracle, oracle_from_state
+from fedforget.mia.recipe import fit_oracle_for, oracle_model_factory
 from fedforget.withdrawals import WithdrawalRequest, resolve_ids
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +77,9 @@ DATASET_SETTINGS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"max_train_samples": 6000, "learning_rate": 0.02},
 }
 """Changes to ``RunConfig``'s defaults per dataset (everything else: the defaults)."""
+NUM_CLIENTS, NUM_ROUNDS, LOCAL_EPOCHS = 5, 10, 2
+"""The federation of every case (the same for training and retraining): 5 clients, 10 FedAvg rounds of
+2 local epochs each (20 passes over the data), every client in every round."""
 DEFAULT_FRACTION = 0.05
 EXTRA_FRACTIONS = {("letter", "iid", "auto"): (0.01, 0.05, 0.10)}
 """Cases that withdraw other fractions of client 0's training samples too."""
@@ -110,13 +115,15 @@ def make_config(group: Group, args: argparse.Namespace) -> RunConfig:
     settings: dict[str, Any] = dict(DATASET_SETTINGS.get(group.dataset, {}))
     if args.max_train_samples is not None and "max_train_samples" in settings:
         settings["max_train_samples"] = args.max_train_samples
-    for name in ("num_rounds", "forsaken_steps", "unlearn_rounds"):
+    settings.setdefault("num_rounds", args.num_rounds)
+    settings.setdefault("local_epochs", args.local_epochs)
+    for name in ("forsaken_steps", "unlearn_rounds"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     config = RunConfig(
         dataset=group.dataset,
         model=group.model,
-        num_clients=5,
+        num_clients=args.num_clients,
         partitioning=group.partitioning,
         alpha=0.5,
         seed=args.seed,
@@ -129,30 +136,14 @@ def make_config(group: Group, args: argparse.Namespace) -> RunConfig:
 
 
 def fit_server_oracle(config: RunConfig) -> tuple[MembershipOracle, float]:
-    """The server's oracle (``server/evaluator.py``), as the client receives it; and its training time."""
+    """The server's oracle (:func:`fedforget.mia.recipe.fit_oracle_for`, as ``server/evaluator.py`` builds
+    it), round-tripped through its state as the client receives it; and its training time."""
     dataset = data.load(config)
-    aux = split_for(config).aux_ids
-
-    def factory() -> torch.nn.Module:
-        return models.build_model(config.model, dataset.info)
-
     start = time.perf_counter()
-    oracle = fit_oracle(
-        config.oracle,
-        factory,
-        dataset.x_train[aux],
-        dataset.y_train[aux],
-        num_shadows=config.num_shadows,
-        epochs=config.effective_shadow_epochs,
-        learning_rate=config.learning_rate,
-        batch_size=config.batch_size,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-    )
+    oracle = fit_oracle_for(config, dataset, split_for(config))
     seconds = time.perf_counter() - start
     arrays, state_config = oracle.to_state()  # only numbers travel to the client
-    return oracle_from_state(arrays, state_config, factory), seconds
+    return oracle_from_state(arrays, state_config, oracle_model_factory(config, dataset)), seconds
 
 
 def model_from_state(config: RunConfig, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -268,7 +259,10 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
     """Train the original model and the oracle once, then run every withdrawal of ``group``."""
     config = make_config(group, args)
     name = f"{group.dataset}/{group.partitioning}/{config.model}"
-    log(f"{name}: training the original model ({config.num_rounds} FedAvg rounds, 5 clients)")
+    log(
+        f"{name}: training the original model ({config.num_rounds} FedAvg rounds x "
+        f"{config.local_epochs} local epochs, {config.num_clients} clients)"
+    )
     original = fedavg(config, progress=args.progress)
     original_model = model_from_state(config, original.state_dict)
     log(f"{name}: original test accuracy {original.test_accuracy:.4f} ({original.seconds:.1f}s); oracle")
@@ -321,6 +315,7 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
             "speedup": retrain.seconds / unlearned["seconds"],
             "seconds-original": original.seconds,
             "seconds-oracle": oracle_seconds,
+            "training": training_recipe(config),
             "unlearn-rounds": len(unlearned["rounds"]),
             "forsaken-steps": sum(r["steps"] for r in unlearned["rounds"]),
             "unlearning": unlearned["rounds"],
@@ -335,6 +330,28 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
             f"{case['seconds-unlearn']:.2f}s vs {case['seconds-retrain']:.2f}s = {case['speedup']:.1f}x"
         )
     return cases
+
+
+def training_recipe(config: RunConfig) -> dict[str, Any]:
+    """The federation and training recipe of a case (the same for the original model and retraining)."""
+    keys = (
+        "num_clients",
+        "num_rounds",
+        "local_epochs",
+        "learning_rate",
+        "momentum",
+        "weight_decay",
+        "batch_size",
+        "max_train_samples",
+        "aux_fraction",
+        "holdout_fraction",
+        "oracle",
+        "num_shadows",
+        "forsaken_steps",
+        "unlearn_rounds",
+        "retain_samples",
+    )
+    return {key.replace("_", "-"): getattr(config, key) for key in keys}
 
 
 def row_bar(case: dict[str, Any]) -> dict[str, bool | None]:
@@ -435,6 +452,20 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def warm_up() -> None:
+    """One untimed Forsaken step on a tiny random problem: the first call in a process pays one-off
+    imports (torch.func, the optimisers), which would otherwise be timed as the first case's unlearning."""
+    rng = np.random.default_rng(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+    def pair(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 2, n)
+
+    forsaken.unlearn(
+        model, forget=pair(8), reference=pair(16), retain=pair(16), config=ForsakenConfig(max_steps=1)
+    )
+
+
 def forsaken_sources_hash() -> str:
     """SHA-256 (16 hex digits) over ``fedforget/forsaken/*.py``: which Forsaken this run measured."""
     digest = hashlib.sha256()
@@ -509,12 +540,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitionings", nargs="+", choices=PARTITIONINGS, help="default: iid dirichlet")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "results" / "forsaken_benchmark.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", dest="num_rounds", type=int, help="num-rounds (default: the config's, 5)")
+    parser.add_argument(
+        "--clients",
+        dest="num_clients",
+        type=int,
+        default=NUM_CLIENTS,
+        help=f"num-clients (default {NUM_CLIENTS})",
+    )
+    parser.add_argument(
+        "--rounds", dest="num_rounds", type=int, default=NUM_ROUNDS, help=f"num-rounds (default {NUM_ROUNDS})"
+    )
+    parser.add_argument(
+        "--local-epochs", type=int, default=LOCAL_EPOCHS, help=f"local-epochs (default {LOCAL_EPOCHS})"
+    )
     parser.add_argument("--forsaken-steps", type=int, help="forsaken-steps (default: the config's, 30)")
     parser.add_argument("--unlearn-rounds", type=int, help="unlearn-rounds (default: the config's, 3)")
     parser.add_argument("--max-train-samples", type=int, help="for mnist / fashion-mnist (default 6000)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--progress", action="store_true", help="tqdm bars over the FedAvg rounds")
+    parser.add_argument("--progress", action="store_true", help="tqdm bars over the FedAvg rounds too")
+    parser.add_argument("--no-bar", action="store_true", help="no progress bar over the trained models")
     args = parser.parse_args(argv)
     if args.datasets is None:
         args.datasets = list(QUICK_DATASETS if args.quick else DATASETS)
@@ -537,13 +581,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
 
     def log(text: str) -> None:
-        print(f"[forsaken-benchmark {time.perf_counter() - start:6.0f}s] {text}", file=sys.stderr, flush=True)
+        tqdm.write(f"[forsaken-benchmark {time.perf_counter() - start:6.0f}s] {text}", file=sys.stderr)
 
+    warm_up()
     groups = plan(args.datasets, args.partitionings, extras=not args.quick)
     log(f"{sum(len(g.fractions) for g in groups)} cases in {len(groups)} groups; {where}")
     cases: list[dict[str, Any]] = []
-    for group in groups:
+    bar = tqdm(groups, desc="forsaken-benchmark", unit="model", disable=args.no_bar)
+    for group in bar:
+        bar.set_postfix_str(f"{group.dataset}/{group.partitioning}/{group.model}")
         cases += run_group(group, args, log)
+    bar.close()
     total = time.perf_counter() - start
     summary = summarise(cases)
     table = markdown_table(cases, summary)
@@ -558,6 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load-average-end": load_end,
         "seconds-total": total,
         "quick": args.quick,
+        "federation": {
+            "num-clients": args.num_clients,
+            "num-rounds": args.num_rounds,
+            "local-epochs": args.local_epochs,
+        },
         "seed": args.seed,
         "dataset-settings": {k: v for k, v in DATASET_SETTINGS.items() if k in args.datasets},
         "bar": {"fr": BAR_FR, "accuracy-loss": BAR_ACCURACY_LOSS, "speedup": BAR_SPEEDUP},
@@ -573,8 +626,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     code += f", forsaken sources sha256 {origin['forsaken-sources-sha256']}"
     if origin.get("forsaken-sources-changed-during-run"):
         code += " (changed on disk during the run)"
+    federation = (
+        f"federation: {args.num_clients} clients, {args.num_rounds} FedAvg rounds x {args.local_epochs} "
+        "local epochs, all clients every round, the same for the original model and retraining"
+    )
     header = (
-        f"`{command}`, {started:%Y-%m-%d %H:%M %Z}, {where}; {code}; whole script {total:.0f} s (wall).\n\n"
+        f"`{command}`, {started:%Y-%m-%d %H:%M %Z}, {where}; {code}; {federation}; "
+        f"whole script {total:.0f} s (wall).\n\n"
     )
     args.out.with_suffix(".md").write_text(header + table + "\n")
     print(table)

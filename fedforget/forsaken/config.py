@@ -6,9 +6,11 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["TARGETS", "ForsakenConfig"]
+__all__ = ["OBJECTIVES", "TARGETS", "TARGET_KINDS", "ForsakenConfig"]
 
 TARGETS = ("fr", "retrain")
+TARGET_KINDS = ("rank", "class-mean")
+OBJECTIVES = ("auto", "hinge", "kl")
 """What :func:`fedforget.forsaken.unlearn` stops on (besides the step budget), see ``docs/forsaken.md``."""
 
 
@@ -39,16 +41,29 @@ class ForsakenConfig:
     target_fr: float = 0.9
     """Forgetting rate to reach with ``target="fr"``, in ``(0, 1]``."""
     auc_tolerance: float = 0.03
+    objective: str = "kl"
+    """Forget term: ``"hinge"`` (push every forget sample's oracle margin below ``-hinge_margin``; needs
+    an oracle whose score is a function of the logits), ``"kl"`` (KL to the confidence targets), or
+    ``"auto"`` (hinge with ``target="fr"`` when the oracle allows it, else KL)."""
+    hinge_margin: float = 0.5
+    """delta: how far below the oracle's threshold (in its margin units) the hinge pushes; >= 0."""
+    targets: str = "rank"
+    """Forget-set targets: ``"rank"`` (per sample, rank-matched to reference confidence vectors; with
+    ``target="fr"`` only oracle-judged members move, towards oracle-judged non-members) or
+    ``"class-mean"`` (every sample towards its class's mean reference confidence vector)."""
+    nonmember_margin: float = 0.2
+    """``targets="rank"``, ``target="fr"``: the fraction of oracle-judged non-member reference samples
+    closest to the threshold left out of the target pool (a safety margin); in [0, 1)."""
     """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
     max_steps: int = 100
     """Most unlearning steps (each applies one mask gradient); >= 1."""
-    inner_updates: int = 5
+    inner_updates: int = 2
     """Generator updates (Adam steps) per unlearning step; >= 1."""
     generator_lr: float = 0.05
     """Adam learning rate of the mask generator; > 0."""
     generator_hidden: int = 16
     """Width of the generator's two hidden layers; >= 1."""
-    step_size: float = 0.02
+    step_size: float = 0.05
     """eta: a layer's mask gradient at gate 1 has RMS ``eta * RMS(layer weights)``; > 0."""
     lambda_retain: float = 3.0
     """Weight of the model's own loss (cross-entropy / hinge) on retained batches; >= 0."""
@@ -62,6 +77,9 @@ class ForsakenConfig:
     below the original model's; in [0, 1]."""
     gate_floor: float = 0.1
     """Applied gates below this are set to exactly 0 (the neuron is not touched); in [0, 2)."""
+    max_scale: float = 4.0
+    """Line search: a step is first tried at ``max_scale`` times its size, then halved (see max_backtracks)
+    until it helps; >= 1."""
     max_backtracks: int = 3
     """Halvings of a step that does not help on held-out batches (or goes too far) before it is rejected."""
     patience: int = 4
@@ -82,10 +100,30 @@ class ForsakenConfig:
                 f"ForsakenConfig.target must be one of {', '.join(TARGETS)}; got {self.target!r}"
             )
         object.__setattr__(self, "target", target)
+        objective = str(self.objective).strip().lower() if isinstance(self.objective, str) else self.objective
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"ForsakenConfig.objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}"
+            )
+        object.__setattr__(self, "objective", objective)
+        kind = str(self.targets).strip().lower() if isinstance(self.targets, str) else self.targets
+        if kind not in TARGET_KINDS:
+            raise ValueError(
+                f"ForsakenConfig.targets must be one of {', '.join(TARGET_KINDS)}; got {self.targets!r}"
+            )
+        object.__setattr__(self, "targets", kind)
         checks: tuple[tuple[str, bool, str, bool], ...] = (
             # name, integer, rule, ok
             ("target_fr", False, "in (0, 1]", 0 < _number("target_fr", self.target_fr) <= 1),
             ("auc_tolerance", False, "in [0, 0.5)", 0 <= _number("auc_tolerance", self.auc_tolerance) < 0.5),
+            (
+                "nonmember_margin",
+                False,
+                "in [0, 1)",
+                0 <= _number("nonmember_margin", self.nonmember_margin) < 1,
+            ),
+            ("hinge_margin", False, ">= 0", _number("hinge_margin", self.hinge_margin) >= 0),
+            ("max_scale", False, ">= 1", _number("max_scale", self.max_scale) >= 1),
             ("max_steps", True, ">= 1", _number("max_steps", self.max_steps, integer=True) >= 1),
             ("inner_updates", True, ">= 1", _number("inner_updates", self.inner_updates, integer=True) >= 1),
             ("generator_lr", False, "> 0", _number("generator_lr", self.generator_lr) > 0),

@@ -19,6 +19,8 @@ from fedforget.forsaken.config import ForsakenConfig
 from fedforget.forsaken.generator import MaskGenerator
 from fedforget.forsaken.neurons import ActivationRecorder, Layer, find_layers, neuron_features
 from fedforget.forsaken.oracle import LossThresholdOracle, auc, check_oracle, forgetting_rate
+from fedforget.forsaken.surrogate import MarginFunction, margin_function
+from fedforget.forsaken.targets import nonmember_pool, rank_matched_targets
 
 __all__ = ["ForsakenResult", "apply_mask", "unlearn"]
 
@@ -245,6 +247,10 @@ class _Unlearner:
         self.xc, self.yc = xr[check.to(self.device)], yr[check.to(self.device)]
         self.xk, self.yk = t(retain)
         self.num_classes = num_classes
+        self.oracle = oracle if oracle is not None else LossThresholdOracle.fit(model, retain, reference)
+        # what the oracle judges: a plain module holding the current weights
+        self.snapshot = copy.deepcopy(self.work)
+        self.member_before = np.asarray(self.oracle.decide(model, *forget), dtype=bool)
         with torch.no_grad():
             ref_logits = _chunked(self.work, self.xr)
             # confidence vectors: softmax(T z); T = 1 for cross-entropy models, fitted on the reference
@@ -253,9 +259,13 @@ class _Unlearner:
             if getattr(model, "loss_name", "cross_entropy") != "cross_entropy":
                 self.temperature = _fit_temperature(ref_logits, self.yr)
             self.reference_probs = torch.softmax(self.temperature * ref_logits, dim=1)
-            self.base_targets = _class_targets(self.reference_probs, self.yr, num_classes)[self.yf]
+            forget_probs = torch.softmax(self.temperature * _chunked(self.work, self.xf), dim=1)
+            self.base_targets, self.moving = self._targets(forget_probs, reference, fit)
+            self.targets = self.base_targets
             # the KL terms are measured relative to the forget term's value on the original model
-            forget0 = _kl_to_targets(self.temperature * _chunked(self.work, self.xf), self.base_targets)
+            self.margin_fn = self._margin_function(model)
+            self.forget_scale = 1.0
+            forget0 = self.forget_raw(_chunked(self.work, self.xf), torch.arange(len(self.yf)))
             self.forget_scale = max(float(forget0), 1e-6)
         self.flatten = 0.0
         self.targets = self.base_targets
@@ -265,11 +275,52 @@ class _Unlearner:
         self.retain_batches = _Batches(len(self.yk), config.batch_size, rng)
         self.generator = MaskGenerator.seeded(config.seed, hidden=config.generator_hidden).to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
-        self.oracle = oracle if oracle is not None else LossThresholdOracle.fit(model, retain, reference)
-        # what the oracle judges: a plain module holding the current weights
-        self.snapshot = copy.deepcopy(self.work)
-        self.member_before = np.asarray(self.oracle.decide(model, *forget), dtype=bool)
         self.eta = config.step_size
+
+    def _targets(
+        self, forget_probs: torch.Tensor, reference: Pair, fit: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forget set's targets (``N x K``) and which samples move (``docs/forsaken.md``, Targets)."""
+        config = self.config
+        if config.targets == "class-mean":
+            targets = _class_targets(self.reference_probs, self.yr, self.num_classes)[self.yf]
+            return targets.to(forget_probs.dtype), torch.ones(len(self.yf), dtype=torch.bool)
+        pool = torch.arange(len(self.yr))
+        if config.target == "fr":
+            move = torch.as_tensor(self.member_before, device=self.device)
+            fit_np = fit.cpu().numpy()
+            scores = np.asarray(
+                self.oracle.scores(self.original, reference[0][fit_np], reference[1][fit_np]),
+                dtype=np.float64,
+            )
+            chosen = nonmember_pool(scores, float(self.oracle.threshold), config.nonmember_margin)
+            if len(chosen):  # else: no never-seen sample is judged a non-member; match all of them
+                pool = torch.as_tensor(chosen, dtype=torch.long, device=self.device)
+        else:
+            move = torch.ones(len(self.yf), dtype=torch.bool, device=self.device)
+        targets = rank_matched_targets(forget_probs, self.yf, move, self.reference_probs[pool], self.yr[pool])
+        return targets, move
+
+    def _margin_function(self, model: nn.Module) -> MarginFunction | None:
+        """The oracle's differentiable margin when the forget term is the hinge (see ``objective``)."""
+        config = self.config
+        if config.objective == "kl" or (config.objective == "auto" and config.target != "fr"):
+            return None
+        margin = margin_function(self.oracle, model)
+        if margin is None and config.objective == "hinge":
+            raise ValueError(
+                f"ForsakenConfig.objective='hinge' needs an oracle whose score is a function of the logits "
+                f"(Shokri, loss threshold); {type(self.oracle).__name__} is not"
+            )
+        return margin
+
+    def forget_raw(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The forget term before normalisation, on the forget samples ``index`` with ``logits``:
+        the hinge ``mean_i relu(m(z_i, y_i) + delta)`` on the oracle's margin, or the KL to the targets."""
+        if self.margin_fn is not None:
+            margins = self.margin_fn(logits, self.yf[index])
+            return torch.relu(margins + self.config.hinge_margin).mean()
+        return _kl_to_targets(self.temperature * logits, self.targets[index])
 
     # ---- model evaluation
     def params(self) -> dict[str, torch.Tensor]:
@@ -282,8 +333,7 @@ class _Unlearner:
         """The terms of J: forget (KL to the targets), retain (criterion), reference (KL to the original)."""
         forget_logits = self.forward(params, self.xf[batch.forget])
         terms = {
-            "forget": _kl_to_targets(self.temperature * forget_logits, self.targets[batch.forget])
-            / self.forget_scale,
+            "forget": self.forget_raw(forget_logits, batch.forget) / self.forget_scale,
             "retain": self.criterion(self.forward(params, self.xk[batch.retain]), self.yk[batch.retain]),
         }
         if self.config.lambda_reference > 0:
@@ -318,8 +368,7 @@ class _Unlearner:
         recorder = ActivationRecorder(self.layers)
         forget_logits = self.forward(leaves, self.xf[batch.forget])
         act_forget = {k: v.mean(dim=0) for k, v in recorder.close().items()}
-        forget_term = _kl_to_targets(self.temperature * forget_logits, self.targets[batch.forget])
-        forget_term = forget_term / self.forget_scale
+        forget_term = self.forget_raw(forget_logits, batch.forget) / self.forget_scale
         grad_forget = dict(zip(self.masked, torch.autograd.grad(forget_term, masked), strict=True))
         recorder = ActivationRecorder(self.layers)
         terms = {"retain": self.criterion(self.forward(leaves, self.xk[batch.retain]), self.yk[batch.retain])}
@@ -456,13 +505,19 @@ class _Unlearner:
     def try_step(
         self, gates: torch.Tensor, forget_dir: dict, keep_dir: dict, held_out: _Batch
     ) -> tuple[bool, float, dict[str, float], dict[str, Any] | None, float]:
-        """Apply the step if the forget term and J both fall on held-out batches (halving it up to
-        ``max_backtracks`` times); returns (accepted, scale, terms, measurements, sparse)."""
+        """Line search on the generated step: scales ``max_scale, max_scale / 2, ...`` down to
+        ``2^-max_backtracks``; the largest scale at which J and the forget term both fall on held-out
+        batches, and J is lowest so far, is applied, unless it goes too far (then the next smaller
+        helpful scale is tried). Returns (accepted, scale, terms, measurements, sparse)."""
         current = self.params()
         before = {k: float(v) for k, v in self.objective(current, held_out).items()}
         before_total = float(self.total(before))
-        scale = 1.0
-        for _ in range(self.config.max_backtracks + 1):
+        scales, scale = [], float(self.config.max_scale)
+        while scale >= 2.0**-self.config.max_backtracks - 1e-12:
+            scales.append(scale)
+            scale /= 2
+        helpful: list[tuple[float, float, dict[str, float], dict[str, torch.Tensor]]] = []
+        for scale in scales:
             mask = self.mask_from_gates(gates, forget_dir, keep_dir, self.eta * scale)
             trial = {n: current[n] + mask[n] if n in mask else current[n] for n in current}
             after = {k: float(v) for k, v in self.objective(trial, held_out).items()}
@@ -472,14 +527,18 @@ class _Unlearner:
                 and after_total < before_total
                 and after["forget"] < before["forget"]
             ):
-                for n, m in mask.items():
-                    self.delta[n] = self.delta[n] + m
-                measured = self.measure()
-                if not self.too_far(measured):
-                    return True, scale, after, measured, float(self.sparse_term(mask, forget_dir))
-                for n, m in mask.items():  # undo, retry smaller
-                    self.delta[n] = self.delta[n] - m
-            scale /= 2
+                helpful.append((after_total, scale, after, mask))
+            elif helpful:
+                break  # past the minimum along the direction
+        helpful.sort(key=lambda item: item[0])  # lowest J first
+        for _, scale, after, mask in helpful:
+            for n, m in mask.items():
+                self.delta[n] = self.delta[n] + m
+            measured = self.measure()
+            if not self.too_far(measured):
+                return True, scale, after, measured, float(self.sparse_term(mask, forget_dir))
+            for n, m in mask.items():  # undo, try the next candidate
+                self.delta[n] = self.delta[n] - m
         return False, 0.0, before, None, 0.0
 
     def run(self) -> ForsakenResult:
@@ -520,7 +579,7 @@ class _Unlearner:
                 gates = MaskGenerator.hard(self.generator(features), config.gate_floor)
             accepted, scale, terms, measured, sparse = self.try_step(gates, forget_dir, keep_dir, held_out)
             if accepted:
-                if scale == 1.0:
+                if scale >= 1.0:
                     self.eta = min(config.step_size, 2 * self.eta)
             else:
                 measured = {k: row[k] for k in _STATS}

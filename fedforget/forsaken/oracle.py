@@ -16,46 +16,47 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedforget import metrics
+from fedforget.mia import strength
+
 __all__ = ["LossThresholdOracle", "auc", "forgetting_rate", "youden_threshold"]
 
 
 def youden_threshold(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """The threshold ``t`` maximising TPR - FPR of the rule ``score >= t`` (the smallest such ``t``)."""
-    pos = np.sort(np.asarray(member_scores, dtype=np.float64))
-    neg = np.sort(np.asarray(nonmember_scores, dtype=np.float64))
+    """The threshold of the rule ``score >= t`` that maximises TPR - FPR (Youden's J) on members vs
+    non-members: :func:`fedforget.mia.strength.youden_threshold` on the two score sets."""
+    pos = np.asarray(member_scores, dtype=np.float64).reshape(-1)
+    neg = np.asarray(nonmember_scores, dtype=np.float64).reshape(-1)
     if len(pos) == 0 or len(neg) == 0:
         raise ValueError("a threshold needs at least one member and one non-member score")
-    candidates = np.unique(np.concatenate([pos, neg]))
-    tpr = (len(pos) - np.searchsorted(pos, candidates, side="left")) / len(pos)
-    fpr = (len(neg) - np.searchsorted(neg, candidates, side="left")) / len(neg)
-    return float(candidates[int(np.argmax(tpr - fpr))])
+    labels = np.concatenate([np.ones(len(pos), dtype=bool), np.zeros(len(neg), dtype=bool)])
+    return strength.youden_threshold(np.concatenate([pos, neg]), labels)
 
 
 def auc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
-    """Mann-Whitney AUC ``P(s_pos > s_neg) + P(s_pos = s_neg) / 2`` (NaN when a side is empty)."""
+    """Mann-Whitney AUC ``P(s_pos > s_neg) + P(s_pos = s_neg) / 2`` (:func:`fedforget.metrics.attack_auc`);
+    NaN when a side is empty or holds a non-finite score (a stopping rule must not raise mid-run)."""
     pos = np.asarray(scores_pos, dtype=np.float64).reshape(-1)
-    neg = np.sort(np.asarray(scores_neg, dtype=np.float64).reshape(-1))
-    if len(pos) == 0 or len(neg) == 0:
+    neg = np.asarray(scores_neg, dtype=np.float64).reshape(-1)
+    if len(pos) == 0 or len(neg) == 0 or not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))):
         return float("nan")
-    below = np.searchsorted(neg, pos, side="left")
-    equal = np.searchsorted(neg, pos, side="right") - below
-    return float((below + 0.5 * equal).sum() / (len(pos) * len(neg)))
+    return metrics.attack_auc(pos, neg)
 
 
 def forgetting_rate(member_before: np.ndarray, member_after: np.ndarray) -> float:
     """FR = (A_F - B_F) / B_T over one forget set (NaN when B_T = 0: nothing judged a member before).
 
     B_T / B_F: forget samples judged members / non-members on the model before unlearning; A_F:
-    judged non-members after. Same definition as ``fedforget.metrics.forgetting_rate``.
+    judged non-members after. Delegates to :func:`fedforget.metrics.forgetting_rate_from_arrays`
+    (positions stand in for the sample ids).
     """
-    before = np.asarray(member_before, dtype=bool)
-    after = np.asarray(member_after, dtype=bool)
-    b_t = int(before.sum())
-    if b_t == 0:
+    before = np.asarray(member_before, dtype=bool).reshape(-1)
+    after = np.asarray(member_after, dtype=bool).reshape(-1)
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} decisions before but {len(after)} after unlearning")
+    if len(before) == 0:
         return float("nan")
-    b_f = len(before) - b_t
-    a_f = int((~after).sum())
-    return (a_f - b_f) / b_t
+    return metrics.forgetting_rate_from_arrays(np.arange(len(before)), before, after).fr
 
 
 def per_sample_loss(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> np.ndarray:
