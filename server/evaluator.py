@@ -202,6 +202,11 @@ class ForgettingEvaluator:
                     self._ignored.add(key)  # completed in another run: this model never trained on it
                     continue
                 request_ids = np.asarray(ids[str(rid)], dtype=np.int64)
+                problem = self._not_its_own(partition, request_ids)
+                if problem:
+                    self._ignored.add(key)
+                    self.log_failures(server_round, "query.requests", {node: f"request {rid!r}: {problem}"})
+                    continue
                 if entry is None:
                     entry = ledger.receive(partition, str(rid), str(grain), request_ids, server_round)
                 elif entry.ids_sha256 != ids_digest(request_ids):
@@ -227,6 +232,22 @@ class ForgettingEvaluator:
         if poll.todo:
             self.write_withdrawals()
         return poll
+
+    def _not_its_own(self, partition: int, ids: np.ndarray) -> str:
+        """Why a request may not be accepted from ``partition`` ('' if it may): a client can only
+        withdraw its own training samples (the split says which those are)."""
+        clients = self.run.split.clients
+        if not 0 <= partition < len(clients):
+            return f"partition {partition} does not exist; ignored"
+        if ids.size == 0:
+            return "names no samples; ignored"
+        foreign = np.setdiff1d(ids, clients[partition].train_ids)
+        if foreign.size:
+            return (
+                f"names {foreign.size} ids that are not partition {partition}'s training samples "
+                f"(e.g. {foreign[:3].tolist()}); a client can only withdraw its own data; ignored"
+            )
+        return ""
 
     def sync_with_ledger(self) -> None:
         """After a restart: outcome and receipt of every known request as the ledger has them."""

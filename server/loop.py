@@ -162,7 +162,7 @@ def _checked_updates(
                 run.record.append_metrics(
                     {
                         "round": server_round,
-                        "phase": "train",
+                        "phase": "fault",
                         "event": "update-rejected",
                         "node": node,
                         "reason": reason,

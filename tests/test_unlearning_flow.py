@@ -120,3 +120,40 @@ def test_no_valid_mask_leaves_the_model_untouched_and_the_requests_open(tmp_path
     unlearn = next(r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r)
     received = next(r for r in rows if r["phase"] == "withdrawal" and r.get("event") == "request-received")
     assert unlearn["test-accuracy"] == received["test-accuracy"]
+
+
+def test_a_poisoned_update_and_a_claim_on_foreign_data_are_refused(tmp_path: Path) -> None:
+    """Node 102 sends NaN weights; node 101 reports a 'request' for partition 0's samples."""
+    from flwr.app import ConfigRecord
+
+    from fedforget.client_data import ClientData
+    from fedforget.config import RunConfig
+
+    run_config = _run_config(tmp_path, withdrawals="")
+    foreign = ClientData.for_partition(RunConfig.from_mapping(run_config), 0).train_ids[:4]
+
+    def attack(reply: Message) -> Message:
+        kind, node = reply.metadata.message_type, reply.metadata.src_node_id
+        if kind == "train" and node == 102:
+            arrays = reply.content["arrays"]
+            reply.content["arrays"] = ArrayRecord(
+                {k: Array(np.full_like(arrays[k].numpy(), np.nan)) for k in arrays}
+            )
+        if kind == "query.requests" and node == 101:
+            summary = dict(reply.content["requests"])
+            summary.update({"request-ids": ["steal"], "grains": ["samples"], "states": ["pending"]})
+            reply.content["requests"] = ConfigRecord(summary)
+            reply.content["ids"] = ConfigRecord({"steal": [int(i) for i in foreign]})
+        return reply
+
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path, attack), run)
+    rows = run.record.metrics()
+    rejected = [r for r in rows if r.get("event") == "update-rejected"]
+    assert [r["node"] for r in rejected] == [102, 102] and all("non-finite" in r["reason"] for r in rejected)
+    train = [r for r in rows if r["phase"] == "train"]
+    assert all(r["clients"] == 2 and r["failures"] == 1 for r in train)
+    assert all(math.isfinite(r["test-accuracy"]) for r in train) and train[-1]["test-accuracy"] > 0.5
+    claims = [r for r in rows if r.get("event") == "node-failed" and "its own data" in r["reason"]]
+    assert claims and claims[0]["node"] == 101
+    assert run.ledger.entries() == [] and not (run.record.path / "withdrawals.json").exists()

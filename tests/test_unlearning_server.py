@@ -1,4 +1,4 @@
-"""The server's checks on client masks, and how accepted masks are applied."""
+"""The server's checks on client masks and training updates, and how accepted masks are applied."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from server.unlearning import (
     target_met,
     validate_mask,
 )
+from server.validation import UpdateRejected, validate_update
 
 
 @pytest.fixture()
@@ -66,3 +67,40 @@ def test_target_rules() -> None:
     assert target_met("retrain", 0.9, {"attack-auc": 0.52}) and not target_met(
         "retrain", 0.9, {"attack-auc": 0.7}
     )
+
+
+# ---------------------------------------------------------------------------------------- training updates
+def _update(model: torch.nn.Module, shift: float = 1e-2) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy() + np.float32(shift) for k, v in model.state_dict().items()}
+
+
+def test_a_sane_training_update_passes(model: torch.nn.Module) -> None:
+    validate_update(_update(model), model.state_dict(), parameter_names(model), 10.0, 120, max_examples=300)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "examples", "message"),
+    [
+        (lambda u: u.pop(next(iter(u))), 10, "names differ"),
+        (lambda u: u.update({"extra": np.zeros(2, np.float32)}), 10, "names differ"),
+        (lambda u: u.update({k: v[:1] for k, v in list(u.items())[:1]}), 10, "has shape"),
+        (lambda u: u.update({k: v.astype(np.float64) for k, v in list(u.items())[:1]}), 10, "dtype"),
+        (
+            lambda u: next(iter(u.values())).__setitem__((0,) * next(iter(u.values())).ndim, np.inf),
+            10,
+            "non-finite",
+        ),
+        (lambda u: u.update({k: v * 1e4 for k, v in u.items()}), 10, "max-update-ratio"),
+        (lambda u: None, 10_000, "num-examples"),  # a client claiming more data than any client has
+        (lambda u: None, -1, "num-examples"),
+        (lambda u: None, float("nan"), "num-examples"),
+        (lambda u: None, 2.5, "num-examples"),
+    ],
+)
+def test_bad_training_updates_are_rejected_with_a_clear_error(
+    model: torch.nn.Module, mutate, examples: float, message: str
+) -> None:  # noqa: ANN001
+    update = _update(model)
+    mutate(update)
+    with pytest.raises(UpdateRejected, match=message):
+        validate_update(update, model.state_dict(), parameter_names(model), 10.0, examples, max_examples=300)
