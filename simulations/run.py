@@ -62,6 +62,14 @@ def resolve_run_config(overrides: Mapping[str, Any], runs_root: Path | None = No
     return config.replace(**changes).to_dict()
 
 
+def resume_config(run_id: str, runs_root: Path | None = None) -> dict[str, Any]:
+    """The stored config of run ``run_id`` under ``runs_root``, with ``resume = 1``."""
+    record = RunRecord((runs_root or PROJECT_ROOT / "runs").resolve() / run_id)
+    if not (record.path / "config.json").exists():
+        raise ConfigError(f"--resume: no run record {record.path}")
+    return record.config().replace(resume=1).to_dict()
+
+
 class _TableFilter:
     """Passes on only the server's ``[fedforget]`` lines and errors (unless verbose)."""
 
@@ -141,13 +149,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="any run-config value")
     parser.add_argument("--runs-dir", type=Path, help="where run records go (default: ./runs)")
     parser.add_argument("--verbose", action="store_true", help="show all Flower logs")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue this run (in --runs-dir) from its resume point with its own config (docs/recovery.md)",
+    )
     args = parser.parse_args(argv)
     try:
-        overrides = parse_assignments(args.set)
-        for key in ("dataset", "num_clients", "num_rounds"):
-            if getattr(args, key) is not None:
-                overrides[key.replace("_", "-")] = getattr(args, key)
-        run_config = resolve_run_config(overrides, args.runs_dir)
+        if args.resume:
+            run_config = resume_config(args.resume, args.runs_dir)
+        else:
+            overrides = parse_assignments(args.set)
+            for key in ("dataset", "num_clients", "num_rounds"):
+                if getattr(args, key) is not None:
+                    overrides[key.replace("_", "-")] = getattr(args, key)
+            run_config = resolve_run_config(overrides, args.runs_dir)
     except (ConfigError, data.DataError, SplitError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
