@@ -12,6 +12,7 @@ from torch import nn
 
 from fedforget import forsaken
 from fedforget.data import load_dataset
+from fedforget.forsaken import surrogate, targets
 from fedforget.forsaken.oracle import per_sample_loss, youden_threshold
 from fedforget.models import build_model
 from fedforget.training import evaluate, train
@@ -307,6 +308,11 @@ def test_clear_errors_for_bad_inputs(small: tuple) -> None:
         ({"seed": -1}, ValueError, "seed"),
         ({"progress": "yes"}, TypeError, "progress"),
         ({"patience": True}, TypeError, "patience must be an integer"),
+        ({"objective": "l2"}, ValueError, "objective must be one of auto, hinge, kl"),
+        ({"targets": "mean"}, ValueError, "targets must be one of rank, class-mean"),
+        ({"hinge_margin": -1.0}, ValueError, "hinge_margin must be >= 0"),
+        ({"max_scale": 0.5}, ValueError, "max_scale must be >= 1"),
+        ({"nonmember_margin": 1.0}, ValueError, r"nonmember_margin must be in \[0, 1\)"),
     ],
 )
 def test_config_validation(changes: dict, error: type, message: str) -> None:
@@ -337,3 +343,175 @@ def test_apply_mask_errors(small: tuple) -> None:
     assert same is not model and all(
         torch.equal(a, b) for a, b in zip(same.parameters(), model.parameters(), strict=True)
     )
+
+
+# ------------------------------------------------------------------------------- per-sample targets
+def _probs(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_rank_matched_targets_keep_still_rows_and_match_ranks_within_the_class() -> None:
+    probs = _probs([[0.9, 0.1, 0.0], [0.99, 0.01, 0.0], [0.7, 0.3, 0.0], [0.2, 0.8, 0.0]])
+    y = torch.tensor([0, 0, 0, 1])
+    move = torch.tensor([True, True, False, False])
+    # class-0 pool (>= MIN_POOL rows), confidences 0.4 < 0.5 < 0.6 < 0.3-row of class 1
+    pool = _probs([[0.6, 0.2, 0.2], [0.4, 0.3, 0.3], [0.5, 0.5, 0.0], [0.3, 0.6, 0.1]])
+    pool_y = torch.tensor([0, 0, 0, 1])
+    out = targets.rank_matched_targets(probs, y, move, pool, pool_y)
+    assert torch.equal(out[2:], probs[2:])  # rows that do not move keep their own vector
+    # two movers of class 0 over three pool vectors: quantiles (0.5/2, 1.5/2) x 3 -> ranks 0 and 2;
+    # the less confident mover (0.9) gets the lower-ranked pool vector (0.4), the other the top (0.6)
+    assert torch.equal(out[0], pool[1]) and torch.equal(out[1], pool[0])
+
+
+def test_rank_matched_targets_fall_back_to_the_swapped_pool_of_all_classes() -> None:
+    probs = _probs([[0.05, 0.05, 0.9]])
+    y = torch.tensor([2])  # the pool holds no class-2 vector
+    pool = _probs([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.8, 0.1, 0.1]])
+    pool_y = torch.tensor([0, 1, 0])
+    out = targets.rank_matched_targets(probs, y, torch.tensor([True]), pool, pool_y)
+    assert out[0, 2] == 0.7  # the median true-class confidence of the pool (0.6, 0.7, 0.8) moved to class 2
+    assert torch.allclose(out[0].sort().values, pool[1].sort().values)  # the same vector, entries swapped
+    swapped = targets.swap_to_class(pool, pool_y, 2)
+    assert torch.equal(swapped[:, 2], pool[torch.arange(3), pool_y])
+    assert torch.allclose(swapped.sort(dim=1).values, pool.sort(dim=1).values)
+
+
+def test_rank_matched_targets_errors() -> None:
+    probs, y = _probs([[0.5, 0.5]]), torch.tensor([0])
+    with pytest.raises(ValueError, match="must be N x K"):
+        targets.rank_matched_targets(probs, y, torch.tensor([True]), _probs([[1.0, 0.0, 0.0]]), y)
+    with pytest.raises(ValueError, match="no pool vectors"):
+        targets.rank_matched_targets(probs, y, torch.tensor([True]), probs[:0], y[:0])
+
+
+def test_nonmember_pool_keeps_only_non_members_and_drops_those_nearest_the_threshold() -> None:
+    scores = np.array([0.9, 0.1, 0.2, 0.3, 0.4, 0.45, 0.6])
+    assert targets.nonmember_pool(scores, 0.5, 0.0).tolist() == [1, 2, 3, 4, 5]
+    kept = targets.nonmember_pool(scores, 0.5, 0.4)  # the two non-members closest to 0.5 are left out
+    assert kept.tolist() == [1, 2, 3]
+    assert len(targets.nonmember_pool(np.array([0.7, 0.8]), 0.5, 0.2)) == 0
+
+
+def test_rank_targets_move_only_the_oracle_judged_members(location_mlp: Setup) -> None:
+    s = location_mlp
+    # a forget set mixing members (the forget samples) and never-seen samples the oracle judges non-members
+    x_ref, y_ref = s.reference
+    outside = s.oracle.decide(s.model, x_ref, y_ref)
+    x_mix = np.concatenate([s.forget[0], x_ref[~outside][:5]])
+    y_mix = np.concatenate([s.forget[1], y_ref[~outside][:5]])
+    result = forsaken.unlearn(
+        s.model, (x_mix, y_mix), s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+    )
+    before = s.oracle.decide(s.model, x_mix, y_mix)
+    after = s.oracle.decide(result.model, x_mix, y_mix)
+    assert result.stopped_because == "target-fr"
+    assert not after[~before].any()  # the non-members stay non-members (FR is a net count)
+    assert after[before].mean() <= 0.1
+
+
+# ----------------------------------------------------------------------------- the oracle's margin
+def test_margin_function_reproduces_the_decisions_of_a_shokri_and_a_loss_oracle(location_mlp: Setup) -> None:
+    from fedforget.mia import fit_oracle
+
+    s = location_mlp
+    data = load_dataset("location")
+    aux = np.random.default_rng(1).permutation(data.num_train)[:600]
+    info = data.info
+
+    def factory() -> nn.Module:
+        return build_model("mlp", info)
+
+    shokri = fit_oracle(
+        "shokri", factory, data.x_train[aux], data.y_train[aux], num_shadows=2, epochs=5, batch_size=32
+    )
+    x, y = s.test[0][:400], s.test[1][:400]
+    logits = s.model(torch.as_tensor(x)).detach()
+    for oracle in (shokri, forsaken.LossThresholdOracle.fit(s.model, s.retain, s.reference)):
+        margin = surrogate.margin_function(oracle, s.model)
+        assert margin is not None
+        decided = oracle.decide(s.model, x, y)
+        assert 0 < decided.mean() < 1
+        m = margin(logits, torch.as_tensor(y)).numpy()
+        assert np.array_equal(m >= 0, decided), type(oracle).__name__
+    assert surrogate.margin_function(s.oracle, s.model) is None  # an unknown oracle: no margin
+
+
+def test_objective_hinge_needs_an_oracle_with_a_margin(location_mlp: Setup) -> None:
+    s = location_mlp
+    with pytest.raises(ValueError, match="objective='hinge' needs an oracle"):
+        forsaken.unlearn(
+            s.model,
+            s.forget,
+            s.reference,
+            s.retain,
+            forsaken.ForsakenConfig(objective="hinge"),
+            oracle=s.oracle,
+        )
+    proxy = forsaken.LossThresholdOracle.fit(s.model, s.retain, s.reference)
+    result = forsaken.unlearn(
+        s.model,
+        s.forget,
+        s.reference,
+        s.retain,
+        forsaken.ForsakenConfig(objective="hinge", max_steps=40),
+        oracle=proxy,
+    )
+    assert result.history[-1]["member_fraction"] < result.history[0]["member_fraction"]
+
+
+# ------------------------------------------------------------------------- delegation to the metrics
+def test_the_oracle_helpers_delegate_to_the_project_metrics() -> None:
+    from fedforget import metrics
+    from fedforget.mia import strength
+
+    rng = np.random.default_rng(3)
+    pos, neg = rng.normal(1, 1, 40), rng.normal(0, 1, 60)
+    assert forsaken.auc(pos, neg) == metrics.attack_auc(pos, neg)
+    assert np.isnan(forsaken.auc(pos[:0], neg))
+    labels = np.r_[np.ones(40, bool), np.zeros(60, bool)]
+    assert youden_threshold(pos, neg) == strength.youden_threshold(np.r_[pos, neg], labels)
+    before, after = rng.random(30) < 0.7, rng.random(30) < 0.3
+    expected = metrics.forgetting_rate_from_arrays(np.arange(30), before, after).fr
+    assert forsaken.forgetting_rate(before, after) == expected
+    assert np.isnan(forsaken.forgetting_rate(np.zeros(4, bool), np.zeros(4, bool)))
+    with pytest.raises(ValueError, match="4 decisions before but 3 after"):
+        forsaken.forgetting_rate(np.zeros(4, bool), np.zeros(3, bool))
+
+
+# -------------------------------------------------------------------------------- the oracle recipe
+def test_fit_oracle_for_builds_the_servers_oracle_from_the_run_config() -> None:
+    from fedforget import data as data_registry
+    from fedforget.client_data import split_for
+    from fedforget.config import RunConfig
+    from fedforget.mia import fit_oracle
+    from fedforget.mia.recipe import fit_oracle_for, oracle_model_factory
+
+    config = RunConfig(
+        dataset="digits", model="mlp", num_clients=3, num_rounds=1, local_epochs=2, num_shadows=2
+    )
+    dataset, split = data_registry.load(config), split_for(config)
+    oracle = fit_oracle_for(config, dataset, split)
+    aux = split.aux_ids
+    direct = fit_oracle(
+        config.oracle,
+        oracle_model_factory(config, dataset),
+        dataset.x_train[aux],
+        dataset.y_train[aux],
+        num_shadows=2,
+        epochs=config.effective_shadow_epochs,
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+    )
+    assert oracle.threshold == direct.threshold
+    model = build_model("mlp", dataset.info, seed=0)
+    x, y = dataset.x_test[:50], dataset.y_test[:50]
+    assert np.array_equal(oracle.scores(model, x, y), direct.scores(model, x, y))
+    with pytest.raises(ValueError, match="resolved model name"):
+        fit_oracle_for(config.replace(model="auto"), dataset, split)
+    no_aux = config.replace(aux_fraction=0.0)
+    with pytest.raises(ValueError, match="aux-fraction is 0"):
+        fit_oracle_for(no_aux, dataset, split_for(no_aux))

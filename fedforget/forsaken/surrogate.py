@@ -11,7 +11,9 @@ score is a function of the logits alone, as a *margin* ``m(z, y) = g(score) - g(
   ``std``): the 13 attack features of :mod:`fedforget.mia.features` recomputed in torch (sorted
   posterior, loss, ``p_y``, ``phi``), standardised, through the attack network(s); ``g`` = logit, so
   ``m`` = attack-network output minus ``logit(threshold)``;
-* :class:`fedforget.forsaken.oracle.LossThresholdOracle` (score ``exp(-loss)``): ``g`` = log, so
+* :class:`fedforget.forsaken.oracle.LossThresholdOracle` (score ``exp(-loss)``): for cross-entropy
+  ``exp(-loss) = p_y``, and ``g`` = logit gives ``m = phi - logit(threshold)`` (``phi`` does not
+  saturate where ``p_y`` is close to 1, the loss's gradient does); for the hinge-loss SVM ``g`` = log,
   ``m = -loss - log(threshold)``.
 
 Other oracles (LiRA, whose score also depends on the shadow models' outputs on ``x``; or any duck-typed
@@ -84,13 +86,20 @@ def _shokri(oracle: Any) -> MarginFunction:
     return margin
 
 
-def _loss_threshold(oracle: Any, criterion: nn.Module) -> MarginFunction:
-    offset = math.log(max(float(oracle.threshold), 1e-300))
+def _loss_threshold(oracle: Any, criterion: nn.Module | None) -> MarginFunction:
+    if criterion is None:  # cross-entropy: exp(-loss) = p_y >= t  <=>  phi = logit(p_y) >= logit(t)
+        offset = _logit(oracle.threshold)
 
-    def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return -criterion(logits, y) - offset
+        def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return (attack_features(logits, y)[:, _TOP_K + 2] - offset).float()
 
-    return margin
+        return margin
+    log_threshold = math.log(max(float(oracle.threshold), 1e-300))
+
+    def hinge_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -criterion(logits, y) - log_threshold
+
+    return hinge_margin
 
 
 def margin_function(oracle: Any, model: nn.Module) -> MarginFunction | None:
@@ -99,6 +108,8 @@ def margin_function(oracle: Any, model: nn.Module) -> MarginFunction | None:
     from fedforget.models import criterion_for
 
     if isinstance(oracle, LossThresholdOracle):
+        if getattr(model, "loss_name", "cross_entropy") == "cross_entropy":
+            return _loss_threshold(oracle, None)
         criterion = criterion_for(model)
         criterion.reduction = "none"
         return _loss_threshold(oracle, criterion)
