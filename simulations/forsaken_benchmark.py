@@ -1,16 +1,18 @@
 """Forsaken against retraining from scratch, side by side, in one run (the paper's claims, measured).
 
     python -m simulations.forsaken_benchmark                    # every dataset, IID + Dirichlet(0.5)
-    python -m simulations.forsaken_benchmark --quick            # digits + location, IID only (~2 min)
+    python -m simulations.forsaken_benchmark --quick            # digits + location, IID only (a few min)
     python -m simulations.forsaken_benchmark --datasets letter adult --out results/x.json
 
-For each case (dataset, partitioning, model, withdrawn fraction), with 5 clients and the run config's
-defaults otherwise (``fedforget.config.RunConfig``; per-dataset changes in :data:`DATASET_SETTINGS`):
+For each case (dataset, partitioning, model, withdrawn fraction), with the federation of
+``--clients`` / ``--rounds`` / ``--local-epochs`` (default 5 clients, 10 FedAvg rounds x 2 local epochs,
+the same for the original model and for retraining) and the run config's defaults otherwise
+(``fedforget.config.RunConfig``; per-dataset changes in :data:`DATASET_SETTINGS`):
 
 1. **Original model**: ``fedforget.federated.fedavg(config)`` (the federation's FedAvg rounds, in one
    process, same seeds and math as the Flower apps).
-2. **Oracle**: ``fit_oracle(config.oracle, ...)`` on the server's auxiliary split with the recipe of
-   ``server/evaluator.py`` (shadows with the global model's architecture and recipe, seed = run seed),
+2. **Oracle**: :func:`fedforget.mia.recipe.fit_oracle_for` on the server's auxiliary split, the recipe
+   of ``server/evaluator.py`` (shadows with the global model's architecture and recipe, seed = run seed),
    round-tripped through ``to_state`` / ``oracle_from_state`` as it is shipped to the client. Its
    training time is reported apart: both arms need it to be judged, neither needs it to run.
 3. **Withdrawal**: client 0 withdraws a seeded random ``fraction`` of its training samples
@@ -452,6 +454,48 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_in_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
+    """Run every (dataset, partitioning) as its own process, ``args.jobs`` at a time, and collect their
+    cases in the order of :func:`plan`. Each process is this script with one dataset and partitioning
+    (one torch thread each, timed on its own); its JSON goes to a temporary folder."""
+    import concurrent.futures
+    import tempfile
+
+    parts_dir = Path(tempfile.mkdtemp(prefix="forsaken-benchmark-"))
+    units = [(d, p) for d in args.datasets for p in args.partitionings]
+    passed = ["--seed", str(args.seed), "--clients", str(args.num_clients), "--rounds", str(args.num_rounds)]
+    passed += ["--local-epochs", str(args.local_epochs), "--threads", str(args.threads), "--no-bar"]
+    for name in ("forsaken_steps", "unlearn_rounds", "max_train_samples"):
+        if getattr(args, name) is not None:
+            passed += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.quick:
+        passed.append("--quick")
+
+    def run_unit(unit: tuple[str, str]) -> Path:
+        out = parts_dir / f"{unit[0]}-{unit[1]}.json"
+        command = [sys.executable, "-m", "simulations.forsaken_benchmark", "--datasets", unit[0]]
+        command += ["--partitionings", unit[1], "--out", str(out), *passed]
+        done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        for line in done.stderr.splitlines():
+            if line.startswith("[forsaken-benchmark") and "done in" not in line:
+                log(f"{unit[0]}/{unit[1]}: {line.split('] ', 1)[-1]}")
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        outputs = list(
+            tqdm(pool.map(run_unit, units), total=len(units), desc="forsaken-benchmark", disable=args.no_bar)
+        )
+    cases: list[dict[str, Any]] = []
+    for out in outputs:
+        cases += json.loads(out.read_text())["cases"]
+        out.unlink()
+        out.with_suffix(".md").unlink(missing_ok=True)
+    parts_dir.rmdir()
+    return cases
+
+
 def warm_up() -> None:
     """One untimed Forsaken step on a tiny random problem: the first call in a process pays one-off
     imports (torch.func, the optimisers), which would otherwise be timed as the first case's unlearning."""
@@ -559,6 +603,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--progress", action="store_true", help="tqdm bars over the FedAvg rounds too")
     parser.add_argument("--no-bar", action="store_true", help="no progress bar over the trained models")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run the (dataset, partitioning) pairs as this many processes at a time (1 torch thread each)",
+    )
     args = parser.parse_args(argv)
     if args.datasets is None:
         args.datasets = list(QUICK_DATASETS if args.quick else DATASETS)
@@ -583,15 +633,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(text: str) -> None:
         tqdm.write(f"[forsaken-benchmark {time.perf_counter() - start:6.0f}s] {text}", file=sys.stderr)
 
-    warm_up()
     groups = plan(args.datasets, args.partitionings, extras=not args.quick)
     log(f"{sum(len(g.fractions) for g in groups)} cases in {len(groups)} groups; {where}")
-    cases: list[dict[str, Any]] = []
-    bar = tqdm(groups, desc="forsaken-benchmark", unit="model", disable=args.no_bar)
-    for group in bar:
-        bar.set_postfix_str(f"{group.dataset}/{group.partitioning}/{group.model}")
-        cases += run_group(group, args, log)
-    bar.close()
+    if args.jobs > 1:
+        cases = run_in_parallel(args, log)
+    else:
+        warm_up()
+        cases = []
+        bar = tqdm(groups, desc="forsaken-benchmark", unit="model", disable=args.no_bar)
+        for group in bar:
+            bar.set_postfix_str(f"{group.dataset}/{group.partitioning}/{group.model}")
+            cases += run_group(group, args, log)
+        bar.close()
     total = time.perf_counter() - start
     summary = summarise(cases)
     table = markdown_table(cases, summary)
@@ -606,6 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load-average-end": load_end,
         "seconds-total": total,
         "quick": args.quick,
+        "jobs": args.jobs,
         "federation": {
             "num-clients": args.num_clients,
             "num-rounds": args.num_rounds,
