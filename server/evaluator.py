@@ -76,7 +76,8 @@ class KnownRequest:
     def from_json(cls, doc: dict[str, Any]) -> KnownRequest:
         ids = np.asarray(doc["global-ids"], dtype=np.int64)
         members = doc.get("before-members")
-        before = None if members is None else {int(i): int(i) in set(members) for i in ids}
+        judged = None if members is None else {int(i) for i in members}
+        before = None if judged is None else {int(i): int(i) in judged for i in ids}
         return cls(
             str(doc["request-id"]),
             int(doc["client"]),

@@ -29,6 +29,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -100,6 +101,21 @@ class LedgerEntry:
     @property
     def key(self) -> Key:
         return (self.partition, self.request_id)
+
+
+def _json(document: Mapping[str, Any]) -> str:
+    """Strict JSON: non-finite numbers (an FR with B_T = 0) are stored as null."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return json.dumps(clean(dict(document)), allow_nan=False)
 
 
 def ids_digest(ids: np.ndarray) -> str:
@@ -258,7 +274,7 @@ class Ledger:
                 db.execute(
                     "UPDATE requests SET outcome = ?, receipt = ? WHERE run_id = ? AND partition = ? "
                     "AND request_id = ?",
-                    (outcome, json.dumps(dict(receipt)), self.run_id, int(partition), rid),
+                    (outcome, _json(receipt), self.run_id, int(partition), rid),
                 )
 
     def mark_delivered(self, keys: list[Key], server_round: int) -> None:
@@ -305,7 +321,7 @@ class Ledger:
                             "AND request_id = ?",
                             (
                                 str(info.get("outcome", "")),
-                                json.dumps(dict(info.get("receipt") or {})),
+                                _json(info.get("receipt") or {}),
                                 self.run_id,
                                 int(partition),
                                 rid,

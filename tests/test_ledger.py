@@ -38,7 +38,7 @@ def test_a_request_goes_through_every_state_once_and_survives_a_reopen(tmp_path:
     ledger.begin_attempt([(0, "wd-1")], 2)
     ledger.fail_attempt([(0, "wd-1")], 2, "node 7 died")
     ledger.begin_attempt([(0, "wd-1")], 3)
-    ledger.mark_unlearned([(0, "wd-1")], 3, "unlearned", {"fr": 1.0})
+    ledger.mark_unlearned([(0, "wd-1")], 3, "unlearned", {"fr": 1.0, "a-f": float("nan")})
     ledger.mark_delivered([(0, "wd-1")], 3)
     again = Ledger(tmp_path / "ledger.sqlite", "run-a")  # a restarted server
     final = again.get(0, "wd-1")
@@ -47,7 +47,7 @@ def test_a_request_goes_through_every_state_once_and_survives_a_reopen(tmp_path:
         DELIVERED,
         2,
         "unlearned",
-        {"fr": 1.0},
+        {"fr": 1.0, "a-f": None},  # strict JSON: NaN is stored as null
     )
     moves = [(e["from"], e["to"]) for e in again.events(0, "wd-1")]
     assert moves == [
