@@ -123,7 +123,7 @@ _id_text = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ids=_id_text, label=st.one_of(st.integers(-3, 12), st.text(max_size=4)))
 def test_withdraw_cli_arguments_are_accepted_or_refused_cleanly(
     ids: str, label: int | str, config_file: Path, tmp_path_factory: pytest.TempPathFactory, capsys
