@@ -1,0 +1,207 @@
+"""A real deployment on 127.0.0.1: SuperLink with TLS and SuperNode authentication, three devices.
+
+One device withdraws a class with the real ``fedforget withdraw`` command before the run; the server
+finds the request, unlearns it, sends the receipt; ``fedforget status`` on the device then shows the
+request completed with its receipt. An unregistered key and an ``--insecure`` SuperNode are turned
+away. Every process started is gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from simulations.certificates import generate, write_node_key
+from simulations.deploy import (
+    DeploymentError,
+    bring_up,
+    descendants,
+    load_plan,
+    online_nodes,
+    prepare,
+    start_supernode,
+)
+
+RUN = {
+    "num-rounds": 2,
+    "local-epochs": 1,
+    "num-shadows": 2,
+    "shadow-epochs": 1,
+    "unlearn-rounds": 1,
+    "forsaken-steps": 4,
+    "retain-samples": 64,
+}
+
+
+def _cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"  # exited, waiting to be reaped by its (foreign) parent
+
+
+@pytest.mark.slow
+def test_tls_node_auth_deployment_withdrawal_end_to_end(tmp_path: Path) -> None:
+    certs = generate(tmp_path / "certs", nodes=3)
+    plan = prepare(tmp_path / "deploy", certs, 3, RUN)
+    device = plan.devices[1]
+
+    withdrawn = _cli(plan.withdraw_argv(device, "--class", "3"))
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    request_id = withdrawn.stdout.strip()
+    assert request_id
+
+    intruder_key = write_node_key(tmp_path / "intruder" / "node-x")
+    with bring_up(plan) as deployment:
+        fed = deployment.fed
+        registered = set(deployment.node_ids.values())
+        assert len(registered) == 3
+        # A SuperNode whose key was never registered is refused.
+        unregistered = start_supernode(
+            fed,
+            "unregistered",
+            {"partition-id": 0, "num-partitions": 3},
+            private_key=intruder_key.private_key,
+            flwr_home=tmp_path / "intruder" / "flwr",
+        )
+        # A SuperNode without TLS cannot connect to the TLS SuperLink.
+        insecure = start_supernode(
+            fed,
+            "insecure",
+            {"partition-id": 0, "num-partitions": 3},
+            private_key=None,  # (Flower itself refuses to send a node key over plain text)
+            flwr_home=tmp_path / "insecure" / "flwr",
+            insecure=True,
+        )
+        # Both are turned away before the run starts; then they are stopped (by PID) to save CPU.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            "Failed to activate SuperNode" in unregistered.log_tail(400)
+            and "Connection attempt failed" in insecure.log_tail(400)
+        ):
+            time.sleep(1.0)
+        assert "Failed to activate SuperNode" in unregistered.log_tail(400)
+        assert "No SuperNode found with the given public key" in fed.superlink.log_tail(400)
+        assert "Connection attempt failed" in insecure.log_tail(400)
+        for intruder in (unregistered, insecure):
+            assert "SuperNode ID" not in intruder.log_tail(400)  # never given a node id
+            intruder.stop()
+            assert not intruder.alive()
+
+        record = deployment.submit(timeout_s=900)
+
+        nodes = online_nodes(fed)
+        assert set(nodes) == registered and set(nodes.values()) == {"online"}
+        started = deployment.pids()
+        below = descendants(started)
+    deadline = time.monotonic() + 10
+    while not all(_gone(p) for p in [*started, *below]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [p for p in [*started, *below] if not _gone(p)] == []
+    for pid in started:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, signal.SIG_DFL)
+
+    # The run record: the request reached the server from device 1 and was unlearned.
+    withdrawals = {w["request-id"]: w for w in record.read_json("withdrawals.json")["requests"]}
+    assert set(withdrawals) == {request_id}
+    entry = withdrawals[request_id]
+    assert entry["client"] == device.partition_id and entry["grain"] == "class"
+    assert entry["outcome"].startswith("unlearned")
+    receipt = entry["receipt"]
+    assert receipt["model-hash-before"] != receipt["model-hash-after"]
+    rows = record.metrics()
+    received = [r for r in rows if r.get("event") == "request-received"]
+    assert [r["request-ids"] for r in received] == [[request_id]]
+    unlearned = [r for r in rows if r.get("phase") == "unlearn" and "masks-accepted" in r]
+    assert unlearned and unlearned[0]["masks-accepted"] == 1 and unlearned[0]["mask-nonzero"] > 0
+    assert [r["round"] for r in rows if r.get("phase") == "train"] == [1, 2]
+    assert all(r["clients"] == 3 and r["failures"] == 0 for r in rows if r.get("phase") == "train")
+
+    # The device's own view: completed, with the receipt the server sent.
+    status = _cli(plan.status_argv(device, "--json"))
+    assert status.returncode == 0, status.stderr
+    (stored,) = json.loads(status.stdout)
+    assert stored["request-id"] == request_id and stored["state"] == "completed"
+    assert stored["num-ids"] == entry["num-ids"] > 0
+    assert stored["receipt"]["model-hash-after"] == receipt["model-hash-after"]
+    text = _cli(plan.status_argv(device)).stdout
+    assert "completed" in text and "receipt:" in text
+    # The other devices hold no requests.
+    for other in (plan.devices[0], plan.devices[2]):
+        assert json.loads(_cli(plan.status_argv(other, "--json")).stdout) == []
+
+
+def test_prepare_lays_out_one_folder_per_device(tmp_path: Path) -> None:
+    certs = generate(tmp_path / "certs", nodes=3)
+    plan = prepare(tmp_path / "w", certs, 2, {"num-rounds": 1})
+    assert plan.run_config["num-clients"] == 2 and plan.run_config["num-rounds"] == 1
+    assert plan.run_config["run-dir"] == str((tmp_path / "w" / "runs").resolve())
+    assert plan.run_config["data-dir"] == ""  # each device reads its own data folder
+    assert json.loads(plan.run_config_file.read_text()) == plan.run_config
+    for i, device in enumerate(plan.devices):
+        assert device.home == (tmp_path / "w" / f"device-{i}").resolve()
+        assert device.key.private_key.read_bytes() == certs.nodes[i].private_key.read_bytes()
+        assert oct(device.key.private_key.stat().st_mode & 0o777) == "0o600"
+        assert device.node_config(2) == {
+            "partition-id": i,
+            "num-partitions": 2,
+            "request-store": str(device.store),
+        }
+        assert device.data_dir is None
+    (plan.devices[1].home / "data").mkdir()
+    assert plan.devices[1].data_dir == plan.devices[1].home / "data"
+    assert load_plan(tmp_path / "w") == plan
+    # The device CLI accepts the written run config (an unknown class on this device is a clear error).
+    done = _cli(plan.withdraw_argv(plan.devices[0], "--class", "99"))
+    assert done.returncode == 2 and "no (not yet withdrawn) samples of class 99" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("devices", "overrides", "message"),
+    [
+        (0, {}, "num_devices must be an integer >= 1"),
+        (4, {}, "holds 3 node key"),
+        (2, {"num-clients": 3}, "disagrees with 2 devices"),
+    ],
+)
+def test_prepare_rejects_bad_plans(tmp_path: Path, devices: int, overrides: dict, message: str) -> None:
+    certs = generate(tmp_path / "certs", nodes=3)
+    with pytest.raises(DeploymentError, match=message):
+        prepare(tmp_path / "w", certs, devices, overrides)
+
+
+def test_prepare_does_not_overwrite_a_plan_and_load_names_what_is_missing(tmp_path: Path) -> None:
+    certs = generate(tmp_path / "certs", nodes=1)
+    prepare(tmp_path / "w", certs, 1)
+    with pytest.raises(DeploymentError, match="exists; pass --force"):
+        prepare(tmp_path / "w", certs, 1)
+    prepare(tmp_path / "w", certs, 1, force=True)
+    with pytest.raises(DeploymentError, match="holds no deployment.json"):
+        load_plan(tmp_path / "elsewhere")
+
+
+def test_descendants_finds_grandchildren(tmp_path: Path) -> None:
+    # A shell that starts a sleeping grandchild in a new session (as Flower's SuperExec is started).
+    child = subprocess.Popen(
+        ["sh", "-c", "setsid sleep 30 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    grandchild = int(child.stdout.readline())
+    try:
+        assert grandchild in descendants([child.pid])
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.pid not in descendants([os.getpid() + 10_000_000])
