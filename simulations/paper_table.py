@@ -245,63 +245,101 @@ def run_centralized(
 
     rows = []
     for method in methods:
-        if method == "sisa":
-            sisa_config = baselines.SisaConfig(
-                shards=SISA_SHARDS,
-                slices=SISA_SLICES,
-                epochs_per_slice=max(1, epochs // SISA_SLICES),
-                seed=config.seed,
-                **recipe,
-            )
-            trained = baselines.sisa_train(factory, x, y, ids, sisa_config)
-            original_model = trained.ensemble
-            result = baselines.sisa_unlearn(trained, setting.forget_ids)
-            start = time.perf_counter()
-            again = baselines.sisa_train(factory, x[keep], y[keep], ids[keep], sisa_config)
-            retrain_seconds = time.perf_counter() - start
-            retrain_model = again.ensemble
-            unlearned = result.extra["sisa"].ensemble
-        else:
-            original_model = factory()
-            record = baselines.amnesiac_train(
-                original_model, x, y, ids, epochs=epochs, seed=config.seed, track=setting.forget_ids, **recipe
-            )
-            result = baselines.amnesiac_unlearn(
-                original_model,
-                record,
-                setting.forget_ids,
-                repair=(x[keep], y[keep]),
-                repair_epochs=1,
-                seed=config.seed,
-                **recipe,
-            )
-            result.extra["storage-bytes-all-batches"] = (
-                len(ids) // config.batch_size * epochs * state_nbytes(result.state_dict)
-            )
-            retrain_model = factory()
-            start = time.perf_counter()
-            training.train(retrain_model, x[keep], y[keep], epochs=epochs, seed=config.seed, **recipe)
-            retrain_seconds = time.perf_counter() - start
-            unlearned = setting.model(result.state_dict, factory)
-        on_original = setting.judge(original_model, None)
-        before = on_original["member"]
-        rows.append(
-            make_row(
-                setting,
-                method,
-                "centralized",
-                result,
-                setting.judge(unlearned, before),
-                setting.judge(retrain_model, before),
-                on_original["acc"],
-                retrain_seconds,
-            )
-        )
+        try:
+            rows.append(_centralized_row(setting, method, x, y, ids, keep, epochs, recipe, factory))
+        except FAILURES as error:
+            rows.append(failed_row(setting, method, "centralized", f"{type(error).__name__}: {error}"))
         log(describe(rows[-1]))
     return rows
 
 
+def _centralized_row(
+    setting: Setting,
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    keep: np.ndarray,
+    epochs: int,
+    recipe: dict[str, Any],
+    factory: Callable[..., torch.nn.Module],
+) -> dict[str, Any]:
+    config = setting.config
+    if method == "sisa":
+        sisa_config = baselines.SisaConfig(
+            shards=SISA_SHARDS,
+            slices=SISA_SLICES,
+            epochs_per_slice=max(1, epochs // SISA_SLICES),
+            seed=config.seed,
+            **recipe,
+        )
+        trained = baselines.sisa_train(factory, x, y, ids, sisa_config)
+        original_model = trained.ensemble
+        result = baselines.sisa_unlearn(trained, setting.forget_ids)
+        start = time.perf_counter()
+        again = baselines.sisa_train(factory, x[keep], y[keep], ids[keep], sisa_config)
+        retrain_seconds = time.perf_counter() - start
+        retrain_model = again.ensemble
+        unlearned = result.extra["sisa"].ensemble
+    else:
+        original_model = factory()
+        record = baselines.amnesiac_train(
+            original_model, x, y, ids, epochs=epochs, seed=config.seed, track=setting.forget_ids, **recipe
+        )
+        result = baselines.amnesiac_unlearn(
+            original_model,
+            record,
+            setting.forget_ids,
+            repair=(x[keep], y[keep]),
+            repair_epochs=1,
+            seed=config.seed,
+            **recipe,
+        )
+        result.extra["storage-bytes-all-batches"] = (
+            len(ids) // config.batch_size * epochs * state_nbytes(result.state_dict)
+        )
+        retrain_model = factory()
+        start = time.perf_counter()
+        training.train(retrain_model, x[keep], y[keep], epochs=epochs, seed=config.seed, **recipe)
+        retrain_seconds = time.perf_counter() - start
+        unlearned = setting.model(result.state_dict, factory)
+    on_original = setting.judge(original_model, None)
+    before = on_original["member"]
+    return make_row(
+        setting,
+        method,
+        "centralized",
+        result,
+        setting.judge(unlearned, before),
+        setting.judge(retrain_model, before),
+        on_original["acc"],
+        retrain_seconds,
+    )
+
+
 # ---------------------------------------------------------------------------------------- one setting
+FAILURES = (FloatingPointError, ValueError, RuntimeError)
+"""A method failing in one setting (e.g. training diverging after its update) gives a row with its error."""
+
+
+def failed_row(setting: Setting, method: str, kind: str, error: str) -> dict[str, Any]:
+    """A row for a method that failed: identification, the error, and no numbers."""
+    row: dict[str, Any] = dict.fromkeys(CSV_COLUMNS)
+    row.update(
+        {
+            "dataset": setting.config.dataset,
+            "seed": setting.config.seed,
+            "method": method,
+            "setting": kind,
+            "model": setting.config.model,
+            "num-forget": len(setting.forget_ids),
+            "error": error,
+            "details": {},
+        }
+    )
+    return row
+
+
 def make_row(
     setting: Setting,
     method: str,
@@ -361,16 +399,24 @@ def run_setting(
     forget = {0: forget_ids}
     # retrain first: it is every federated method's reference
     results: dict[str, UnlearnResult] = {"retrain": baselines.retrain(original, forget)}
+    failures: dict[str, str] = {}
     for method in methods:
         if method in FEDERATED and method not in results:
-            if method == "forsaken":
-                results[method] = run_forsaken(setting, original, before)
-            else:
-                results[method] = baselines.get(method).run(original, forget)
+            try:
+                if method == "forsaken":
+                    results[method] = run_forsaken(setting, original, before)
+                else:
+                    results[method] = baselines.get(method).run(original, forget)
+            except FAILURES as error:  # recorded in the table, not hidden, and the run goes on
+                failures[method] = f"{type(error).__name__}: {error}"
     reference = setting.judge(setting.model(results["retrain"].state_dict), before)
     rows = []
     for method in methods:
         if method not in FEDERATED:
+            continue
+        if method in failures:
+            rows.append(failed_row(setting, method, "federated", failures[method]))
+            log(describe(rows[-1]))
             continue
         judged = (
             reference
@@ -414,6 +460,7 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[s
                 "method": method,
                 "setting": mine[0]["setting"],
                 "rows": len(mine),
+                "failed": sum(1 for r in mine if r.get("error")),
                 **{
                     k: mean(k)
                     for k in (
@@ -437,6 +484,8 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[s
 
 
 def describe(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return f"{row['dataset']}/seed {row['seed']} {row['method']:>15}: FAILED ({row['error']})"
     return (
         f"{row['dataset']}/seed {row['seed']} {row['method']:>15}: FR {_fmt(row['fr'])} "
         f"(retrain {_fmt(row['fr-retrain'])}), acc {row['acc']:.4f} (loss {100 * row['acc-loss']:+.2f} pt), "
@@ -465,7 +514,11 @@ def plot(rows: list[dict[str, Any]], summary: list[dict[str, Any]], docs: Path) 
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=90)
     for method in methods:
-        pts = [(r["fr"], 100 * r["acc-loss"]) for r in rows if r["method"] == method and r["fr"] is not None]
+        pts = [
+            (r["fr"], 100 * r["acc-loss"])
+            for r in rows
+            if r["method"] == method and r["fr"] is not None and r["acc-loss"] is not None
+        ]
         if pts:
             ax.scatter(*zip(*pts, strict=True), label=method, color=colours[method], s=22)
     ax.axhline(5, color="grey", lw=0.8, ls="--")
@@ -523,7 +576,7 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     for s in summary:
         lines.append(
-            f"| {s['method']} | {s['setting']} | {s['rows']} | {_fmt(s['fr'])} | {_fmt(s['fr-retrain'])} "
+            f"| {s['method']} | {s['setting']} | {_rows(s)} | {_fmt(s['fr'])} | {_fmt(s['fr-retrain'])} "
             f"| {_fmt(s['abs-fr-gap'])} | {_pt(s['acc-loss'])} | {_fmt(s['auc'], 3)} "
             f"| {_fmt(s['auc-retrain'], 3)} "
             f"| {_fmt(s['seconds'])} | {_fmt(s['speedup-geomean'], 1)}x | {_fmt(s['client-seconds'])} "
@@ -536,9 +589,12 @@ def markdown(doc: dict[str, Any]) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        head = f"| {r['dataset']} | {r['seed']} | {r['method']} | {r['num-forget']} ({_int(r['b-t'])}) "
+        if r.get("error"):
+            lines.append(head + f"| failed: {r['error'][:90].replace('|', '/')} |" + " |" * 12)
+            continue
         lines.append(
-            f"| {r['dataset']} | {r['seed']} | {r['method']} | {r['num-forget']} ({_int(r['b-t'])}) "
-            f"| {_fmt(r['fr'])} "
+            head + f"| {_fmt(r['fr'])} "
             f"| {_fmt(r['fr-retrain'])} | {_fmt(r['fr-gap'])} | {r['acc']:.4f} | {_pt(r['acc-loss'])} "
             f"| {r['auc']:.3f} | {r['auc-retrain']:.3f} | {r['seconds']:.2f} | {r['seconds-retrain']:.2f} "
             f"| {_fmt(r['speedup'], 1)}x | {_mb(r['bytes-sent'])} | {_mb(r['storage-bytes'])} |"
@@ -598,7 +654,10 @@ def commentary(summary: list[dict[str, Any]], doc: dict[str, Any]) -> list[str]:
             + " (Amnesiac: only the batches of the ids known in advance; recording every batch costs"
             " much more)."
         )
-    undefined = sum(1 for r in doc["rows"] if r["fr"] is None)
+    failed = [r for r in doc["rows"] if r.get("error")]
+    for r in failed:
+        out.append(f"- {r['method']} failed on {r['dataset']} seed {r['seed']}: {r['error']}")
+    undefined = sum(1 for r in doc["rows"] if r["fr"] is None and not r.get("error"))
     if undefined:
         out.append(
             f"- FR is undefined (B_T = 0: the oracle judged no forget sample a member) in {undefined} row(s)."
@@ -619,6 +678,10 @@ def _relative(path: Path) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
+
+
+def _rows(s: dict[str, Any]) -> str:
+    return f"{s['rows']}" + (f" ({s['failed']} failed)" if s.get("failed") else "")
 
 
 def _finite(value: Any) -> float | None:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from fedforget import baselines
 from simulations import paper_table
 
 
-def test_quick_smallest_setting_writes_finite_results(tmp_path: Path) -> None:
+def test_quick_smallest_setting_writes_finite_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def diverges(*args: object, **kwargs: object) -> None:
+        raise FloatingPointError("training diverged (non-finite loss); lower the learning rate")
+
+    # a method that fails in a setting gets a row with its error; the others still run
+    monkeypatch.setitem(baselines.METHODS, "pga", dataclasses.replace(baselines.METHODS["pga"], run=diverges))
     out, docs = tmp_path / "results" / "paper_table.json", tmp_path / "docs"
     argv = ["--quick", "--datasets", "breast-cancer", "--rounds", "2", "--local-epochs", "1"]
     argv += ["--forsaken-steps", "3", "--out", str(out), "--docs", str(docs)]
@@ -21,7 +30,12 @@ def test_quick_smallest_setting_writes_finite_results(tmp_path: Path) -> None:
     assert doc["command"].endswith(" ".join(argv)) and doc["quick"] is True
     methods = [row["method"] for row in doc["rows"]]
     assert methods == list(paper_table.METHODS)  # every method, once, on the one setting
+    failed = [row for row in doc["rows"] if row.get("error")]
+    assert [row["method"] for row in failed] == ["pga"] and "diverged" in failed[0]["error"]
+    assert failed[0]["acc"] is None and failed[0]["seconds"] is None
     for row in doc["rows"]:
+        if row["method"] == "pga":
+            continue
         for key in (
             "acc",
             "acc-loss",
@@ -45,6 +59,7 @@ def test_quick_smallest_setting_writes_finite_results(tmp_path: Path) -> None:
     assert [r["method"] for r in rows] == methods and set(paper_table.CSV_COLUMNS) == set(rows[0])
     text = (docs / "results.md").read_text()
     assert f"`{doc['command']}`" in text and "| forsaken | federated | 1 |" in text
+    assert "| pga | federated | 1 (1 failed) |" in text and "pga failed on breast-cancer seed 0" in text
     for name in ("results_fr_vs_accuracy.png", "results_time.png"):
         png = (docs / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
