@@ -60,6 +60,7 @@ from fedforget.config import RunConfig
 from fedforget.federated import state_nbytes
 from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
 from fedforget.mia import MembershipOracle
+from fedforget.mia.recipe import fit_oracle_for
 from fedforget.withdrawals import WithdrawalRequest, resolve_ids
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -121,26 +122,7 @@ def make_config(dataset: str, seed: int, args: argparse.Namespace) -> RunConfig:
 
 
 def fit_oracle(config: RunConfig) -> MembershipOracle:
-    """The server's oracle for ``config`` (its recipe lives in ``fedforget.mia.recipe``)."""
-    try:
-        from fedforget.mia.recipe import fit_oracle_for
-    except ImportError:  # pragma: no cover - older trees: the same recipe, spelled out
-        from fedforget.mia import fit_oracle as fit
-
-        dataset, aux = data.load(config), split_for(config).aux_ids
-        return fit(
-            config.oracle,
-            lambda: models.build_model(config.model, dataset.info),
-            dataset.x_train[aux],
-            dataset.y_train[aux],
-            num_shadows=config.num_shadows,
-            epochs=config.effective_shadow_epochs,
-            learning_rate=config.learning_rate,
-            batch_size=config.batch_size,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            seed=config.seed,
-        )
+    """The server's oracle for ``config`` (the recipe of ``fedforget.mia.recipe``, as the server uses)."""
     return fit_oracle_for(config, data.load(config), split_for(config))
 
 
