@@ -63,7 +63,7 @@ class RunConfig:
     forsaken_steps: int = 30
     retain_samples: int = 512
     max_mask_ratio: float = 1.0
-    max_update_ratio: float = 10.0
+    max_update_ratio: float = 100.0
     ledger: str = ""
     resume: int = 0
 
