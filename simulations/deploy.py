@@ -437,33 +437,34 @@ class Deployment:
         return [self.fed.superlink.pid] + [p.pid for p in self.fed.supernodes]
 
 
-def descendants(pids: Sequence[int]) -> set[int]:
-    """Every live process below ``pids`` (from ``/proc``; empty where there is none).
+def descendants(pids: Sequence[int]) -> dict[int, str]:
+    """Every live process below ``pids``, as PID -> start time (from ``/proc``; empty where there is none).
 
     The SuperLink starts ``flower-superexec`` (and it the ServerApp) in a session of its own, and
     SuperNodes start ``flwr-clientapp`` processes, so stopping process groups can leave them behind.
+    The start time tells a leftover from a later process that reuses its PID.
     """
-    children: dict[int, list[int]] = {}
+    children: dict[int, list[tuple[int, str]]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
+            children.setdefault(int(fields[1]), []).append((int(stat.parent.name), fields[19]))
+    found: dict[int, str] = {}
     todo = list(pids)
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child, started in children.get(todo.pop(), []):
             if child not in found:
-                found.add(child)
+                found[child] = started
                 todo.append(child)
     return found
 
 
-def _kill_leftovers(pids: set[int]) -> None:
-    """SIGKILL those of ``pids`` that are still running (not zombies) after the orderly stop."""
-    for pid in pids:
+def _kill_leftovers(processes: Mapping[int, str]) -> None:
+    """SIGKILL those of ``processes`` (PID -> start time) still running after the orderly stop."""
+    for pid, started in processes.items():
         with contextlib.suppress(OSError, IndexError):
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state != "Z":
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and fields[19] == started:
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -474,7 +475,7 @@ def bring_up(
     """Start the SuperLink (TLS, node auth), register and start every device; stop all by PID on exit."""
     tls = TLSFiles(plan.certs.ca_cert, plan.certs.server_cert, plan.certs.server_key)
     home = plan.workdir / "superlink"
-    below: set[int] = set()
+    below: dict[int, str] = {}
     try:
         with federation(simulation=False, tls=tls, node_auth=True, flwr_home=home) as fed:
             deployment = Deployment(plan, fed)

@@ -163,9 +163,18 @@ def test_prepare_lays_out_one_folder_per_device(tmp_path: Path) -> None:
     (plan.devices[1].home / "data").mkdir()
     assert plan.devices[1].data_dir == plan.devices[1].home / "data"
     assert load_plan(tmp_path / "w") == plan
-    # The device CLI accepts the written run config (an unknown class on this device is a clear error).
-    done = _cli(plan.withdraw_argv(plan.devices[0], "--class", "99"))
-    assert done.returncode == 2 and "no (not yet withdrawn) samples of class 99" in done.stderr
+    argv = plan.withdraw_argv(plan.devices[0], "--class", "3")
+    assert argv[1:] == [
+        "withdraw",
+        "--store",
+        str(plan.devices[0].store),
+        "--partition-id",
+        "0",
+        "--config",
+        str(plan.run_config_file),
+        "--class",
+        "3",
+    ]
 
 
 @pytest.mark.parametrize(
