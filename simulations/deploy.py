@@ -70,6 +70,7 @@ from simulations.launcher import (
     run_status,
     start_process,
 )
+from simulations.launcher import descendants as process_tree
 from simulations.run import check_record, parse_assignments, resolve_run_config
 
 PLAN_FILE = "deployment.json"
@@ -414,57 +415,68 @@ class Deployment:
         self, run_id: int, record: RunRecord, table: RoundTable | None, deadline: float, check_every_s: float
     ) -> str:
         shown, last_check = 0, time.monotonic()
-        while time.monotonic() < deadline:
-            if not self.fed.superlink.alive():
-                return "superlink died"
+
+        def show_new_rows() -> list[dict[str, Any]]:
+            nonlocal shown
             rows = _rows(record.path / "metrics.jsonl")
             if table is not None:
                 for row in rows[shown:]:
                     _show(table, row)
-                shown = len(rows)
-            ended = any(r.get("event") in ("run-finished", "run-failed") for r in rows)
-            if ended or time.monotonic() - last_check > check_every_s:
-                status = run_status(self.fed, run_id)
-                last_check = time.monotonic()
-                if status.startswith("finished"):
-                    return status
-            time.sleep(1.0)
-        _flwr(self.fed, ["stop", str(run_id), CONNECTION])
-        return f"timed out ({run_status(self.fed, run_id)})"
+            shown = len(rows)
+            return rows
+
+        try:
+            while time.monotonic() < deadline:
+                if not self.fed.superlink.alive():
+                    return "superlink died"
+                rows = show_new_rows()
+                ended = any(r.get("event") in ("run-finished", "run-failed") for r in rows)
+                if ended or time.monotonic() - last_check > check_every_s:
+                    status = run_status(self.fed, run_id)
+                    last_check = time.monotonic()
+                    if status.startswith("finished"):
+                        return status
+                time.sleep(1.0)
+            _flwr(self.fed, ["stop", str(run_id), CONNECTION])
+            return f"timed out ({run_status(self.fed, run_id)})"
+        finally:
+            show_new_rows()  # rows written while the status was being asked for
 
     def pids(self) -> list[int]:
         """PIDs of every process this deployment started (SuperLink first)."""
         return [self.fed.superlink.pid] + [p.pid for p in self.fed.supernodes]
 
 
+def _start_time(pid: int) -> str | None:
+    """The process's start time (``/proc/PID/stat`` field 22), or None if it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
 def descendants(pids: Sequence[int]) -> dict[int, str]:
-    """Every live process below ``pids``, as PID -> start time (from ``/proc``; empty where there is none).
+    """Every live process below ``pids`` (:func:`simulations.launcher.descendants`), as PID -> start time.
 
     The SuperLink starts ``flower-superexec`` (and it the ServerApp) in a session of its own, and
     SuperNodes start ``flwr-clientapp`` processes, so stopping process groups can leave them behind.
     The start time tells a leftover from a later process that reuses its PID.
     """
-    children: dict[int, list[tuple[int, str]]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append((int(stat.parent.name), fields[19]))
     found: dict[int, str] = {}
-    todo = list(pids)
-    while todo:
-        for child, started in children.get(todo.pop(), []):
-            if child not in found:
-                found[child] = started
-                todo.append(child)
+    for root in pids:
+        for pid in process_tree(root):
+            started = _start_time(pid)
+            if started is not None:
+                found[pid] = started
     return found
 
 
 def _kill_leftovers(processes: Mapping[int, str]) -> None:
     """SIGKILL those of ``processes`` (PID -> start time) still running after the orderly stop."""
     for pid, started in processes.items():
-        with contextlib.suppress(OSError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and fields[19] == started:
+        if _start_time(pid) == started:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
 
