@@ -1,6 +1,7 @@
 """The server's forgetting-rate evaluator.
 
-* **Oracle**: trained once, when the first withdrawal request arrives, from shadow models on the
+* **Oracle**: trained once (``fedforget.mia.recipe.fit_oracle_for``, the recipe the benchmarks share),
+  when the first withdrawal request arrives, from shadow models on the
   server's auxiliary data (``oracle``, ``num-shadows``, ``shadow-epochs`` in the run config; same
   architecture and recipe as the global model). Its attack strength on the shadows' own in/out data
   is logged.
@@ -29,9 +30,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from clients.codec import oracle_to_records
-from fedforget import models
 from fedforget.metrics import forgetting_rate
-from fedforget.mia import MembershipOracle, fit_oracle
+from fedforget.mia import MembershipOracle
+from fedforget.mia.recipe import fit_oracle_for
 from server.exchange import exchange
 from server.ledger import DELIVERED, RECEIVED, UNLEARNED, Key, ids_digest
 from server.setup import PreparedRun
@@ -122,19 +123,7 @@ class ForgettingEvaluator:
             config, dataset = self.run.config, self.run.dataset
             aux = self.run.split.aux_ids
             start = time.perf_counter()
-            self._oracle = fit_oracle(
-                config.oracle,
-                self._model_factory,
-                dataset.x_train[aux],
-                dataset.y_train[aux],
-                num_shadows=config.num_shadows,
-                epochs=config.effective_shadow_epochs,
-                learning_rate=config.learning_rate,
-                batch_size=config.batch_size,
-                momentum=config.momentum,
-                weight_decay=config.weight_decay,
-                seed=config.seed,
-            )
+            self._oracle = fit_oracle_for(config, dataset, self.run.split)
             self.run.record.append_metrics(
                 {
                     "phase": "oracle",
@@ -148,9 +137,6 @@ class ForgettingEvaluator:
                 }
             )
         return self._oracle
-
-    def _model_factory(self):  # noqa: ANN202 - Callable[[], nn.Module]
-        return models.build_model(self.run.config.model, self.run.dataset.info)
 
     def message_config(self, server_round: int) -> dict[str, Any]:
         return message_config(self.run, server_round)
