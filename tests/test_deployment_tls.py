@@ -214,3 +214,27 @@ def test_descendants_finds_grandchildren(tmp_path: Path) -> None:
         os.kill(grandchild, signal.SIGKILL)
         child.wait(timeout=10)
     assert child.pid not in descendants([os.getpid() + 10_000_000])
+
+
+@pytest.mark.slow
+def test_each_supernode_gets_its_own_flwr_home_and_data_folder(tmp_path: Path) -> None:
+    from simulations.launcher import federation
+
+    with federation(simulation=False) as fed:
+        node = start_supernode(
+            fed,
+            "device-x",
+            {"partition-id": 0, "num-partitions": 1},
+            private_key=None,
+            flwr_home=tmp_path / "flwr",
+            data_dir=tmp_path / "data",
+            insecure=True,
+        )
+        environ = Path(f"/proc/{node.pid}/environ").read_bytes().split(b"\0")
+        assert f"FLWR_HOME={tmp_path / 'flwr'}".encode() in environ
+        assert f"FEDFORGET_DATA={tmp_path / 'data'}".encode() in environ
+        assert f"FLWR_HOME={fed.flwr_home}".encode() not in environ
+        assert node in fed.supernodes  # stopped with the federation
+    assert not node.alive()
+    with pytest.raises(DeploymentError, match="without TLS"):
+        start_supernode(fed, "x", {}, private_key=None, flwr_home=tmp_path / "f2")
