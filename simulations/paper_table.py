@@ -601,7 +601,8 @@ def commentary(summary: list[dict[str, Any]], doc: dict[str, Any]) -> list[str]:
         out.append(
             f"- Forsaken: mean FR {_fmt(f['fr'])} against {_fmt(f['fr-retrain'])} for retraining (mean abs "
             f"gap {_fmt(f['abs-fr-gap'])}), accuracy loss {_pt(f['acc-loss'])}, "
-            f"{_fmt(f['speedup-geomean'], 1)}x faster than retraining (geometric mean). The paper's bar "
+            f"speed-up over retraining {_fmt(f['speedup-geomean'], 1)}x (geometric mean; below 1 = slower). "
+            "The paper's bar "
             "(FR >= 0.9, loss <= 5 pt, >= 10x) is "
             f"{'met' if _bar(f) else 'not met'} here."
         )
@@ -778,7 +779,8 @@ def full_size_estimate(folder: Path, this_run: dict[str, float], command: str) -
         f"{len(timed)} timed dataset(s) ({', '.join(timed)}), extrapolated as 3 x their seed-0 times in "
         + "; ".join(commands)
     )
-    return text + (f". Not timed: {', '.join(missing)}." if missing else ".")
+    text += f". Not timed: {', '.join(missing)}" if missing else ""
+    return text + ". Wall times on a shared machine (each run's load average at start is in its JSON)."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
