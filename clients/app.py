@@ -15,6 +15,9 @@ Message contracts:
   numbers only), ``config`` (``server-round``, ``model``, ``request-ids``: whose forget set to judge);
   out: ``decisions`` (``ConfigRecord``: ``ids``, ``member`` as 0/1), ``metrics`` (forget / retain /
   reference accuracy, attack AUC, forget-set size).
+``train.unlearn``
+  in:  ``arrays``, ``oracle`` + ``oracle-config``, ``config`` (``request-ids``, ``unlearn-method``);
+  out: ``mask`` (the method's delta), ``metrics``, ``info`` (see :func:`unlearn`).
 
 The client recomputes its part of the split from the run config (deterministic), so only models,
 oracles, ids and decisions travel; raw samples never leave the client.
@@ -24,16 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.codec import ids_to_config, oracle_from_records
 from clients.context import ClientSetup, client_setup
-from fedforget import data, forsaken, models, training
+from clients.methods import compute_delta
+from fedforget import data, models, training
 from fedforget.forgetting import measure_forget_set
-from fedforget.forsaken import ForsakenConfig
+from fedforget.mia import MembershipOracle
 
 app = ClientApp()
 
@@ -120,59 +123,33 @@ def membership(msg: Message, context: Context) -> Message:
 
 @app.train("unlearn")
 def unlearn(msg: Message, context: Context) -> Message:
-    """Compute this device's Forsaken mask for its withdrawal requests, locally.
+    """Compute this device's unlearning delta for its withdrawal requests, locally.
 
     in: ``arrays`` (global model), ``oracle`` + ``oracle-config``, ``config`` (``request-ids``,
+    ``unlearn-method`` -- forsaken, gradient-ascent or pga; forsaken when absent --,
     ``unlearn-target``, ``target-fr``, ``forsaken-steps``, ...); out: ``mask`` (parameter name ->
-    delta, what the server adds to the global model) and ``metrics`` (steps, seconds, mask size,
-    the local forgetting estimate).
+    delta, what the server adds to the global model), ``metrics`` (steps, seconds, the method's own
+    numbers) and ``info`` (``method``, ``stopped-because``). The methods: ``clients/methods.py``.
     """
     setup = client_setup(msg, context)
     config = msg.content["config"]
     wanted = [str(r) for r in config.get("request-ids", [])]
     if not wanted:
         raise ValueError("unlearn message names no request")
-    device, run = setup.device, setup.config
-    model = setup.model
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    oracle = oracle_from_records(msg.content["oracle"], msg.content["oracle-config"], _factory(setup, config))
-    _, x_forget, y_forget = device.forget_set(wanted)
-    retained = device.training_data()
-    x_keep, y_keep = retained.x_train, retained.y_train
-    if len(y_keep) == 0:
-        # A device that withdrew everything has no retained training data: its held-out data (never
-        # trained on, still its own) keeps the accuracy term meaningful.
-        x_keep, y_keep = device.reference_set()
-    rng = np.random.default_rng([run.seed, setup.server_round, setup.partition_id, 97])
-    keep = rng.permutation(len(y_keep))[: run.retain_samples]
-    forsaken_config = ForsakenConfig(
-        target=str(config.get("unlearn-target", run.unlearn_target)),
-        target_fr=float(config.get("target-fr", run.target_fr)),
-        max_steps=int(config.get("forsaken-steps", run.forsaken_steps)),
-        seed=run.seed * 7_919 + setup.server_round,
-    )
-    result = forsaken.unlearn(
-        model,
-        forget=(x_forget, y_forget),
-        reference=device.reference_set(),
-        retain=(x_keep[keep], y_keep[keep]),
-        config=forsaken_config,
-        oracle=oracle,
-    )
-    mask = ArrayRecord({name: Array(delta.detach().cpu().numpy()) for name, delta in result.mask.items()})
-    final = result.final
+    method = str(config.get("unlearn-method", "forsaken"))
+    setup.model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    _, x_forget, y_forget = setup.device.forget_set(wanted)
+
+    def oracle() -> MembershipOracle:
+        records = msg.content["oracle"], msg.content["oracle-config"]
+        return oracle_from_records(*records, _factory(setup, config))
+
+    result = compute_delta(method, setup, config, (x_forget, y_forget), oracle)
+    mask = ArrayRecord({name: Array(delta) for name, delta in result.mask.items()})
     metrics = MetricRecord(
-        {
-            "partition-id": setup.partition_id,
-            "num-forget": len(y_forget),
-            "steps": result.steps,
-            "client-seconds": result.seconds,
-            "neurons-touched": result.neurons_touched,
-            "touched-fraction": result.touched_fraction,
-            "local-fr": float(final.get("fr", float("nan")) or float("nan")),
-        }
+        {"partition-id": setup.partition_id, "num-forget": len(y_forget), **result.metrics}
     )
-    info = ConfigRecord({"stopped-because": result.stopped_because})
+    info = ConfigRecord({"method": method, "stopped-because": result.stopped_because})
     return Message(content=RecordDict({"mask": mask, "metrics": metrics, "info": info}), reply_to=msg)
 
 

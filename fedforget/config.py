@@ -18,7 +18,8 @@ from typing import Any
 
 PARTITIONINGS = ("iid", "dirichlet", "pathological")
 ORACLES = ("shokri", "lira")
-UNLEARN_METHODS = ("forsaken",)
+UNLEARN_METHODS = ("forsaken", "gradient-ascent", "pga", "finetune", "retrain")
+"""Methods the Flower server runs (``docs/baselines.md``); federaser, sisa and amnesiac are library-only."""
 UNLEARN_TARGETS = ("fr", "retrain")
 
 
@@ -61,6 +62,7 @@ class RunConfig:
     target_fr: float = 0.9
     unlearn_rounds: int = 3
     forsaken_steps: int = 30
+    ascent_steps: int = 50
     retain_samples: int = 512
     max_mask_ratio: float = 1.0
     max_update_ratio: float = 100.0
@@ -135,7 +137,7 @@ class RunConfig:
             self.unlearn_method in UNLEARN_METHODS,
             "unlearn-method",
             self.unlearn_method,
-            f"one of {', '.join(UNLEARN_METHODS)}",
+            f"one of {', '.join(UNLEARN_METHODS)} (federaser, sisa and amnesiac run only in the library)",
         )
         _require(
             self.unlearn_target in UNLEARN_TARGETS,
@@ -146,6 +148,12 @@ class RunConfig:
         _require(0 < self.target_fr <= 1, "target-fr", self.target_fr, "in (0, 1]")
         _require(self.unlearn_rounds >= 1, "unlearn-rounds", self.unlearn_rounds, "an integer >= 1")
         _require(self.forsaken_steps >= 1, "forsaken-steps", self.forsaken_steps, "an integer >= 1")
+        _require(
+            self.ascent_steps >= 1,
+            "ascent-steps",
+            self.ascent_steps,
+            "an integer >= 1 (step budget of gradient-ascent / pga on the client)",
+        )
         _require(self.retain_samples >= 1, "retain-samples", self.retain_samples, "an integer >= 1")
         _require(
             0 < self.max_mask_ratio < math.inf,

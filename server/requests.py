@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 from server.console import RoundTable
 from server.evaluator import ForgettingEvaluator, KnownRequest
 from server.ledger import Key
+from server.server_methods import TrainRound
 from server.setup import PreparedRun
 from server.unlearning import model_hash, run_unlearning, target_met
 
@@ -44,12 +45,16 @@ def handle_withdrawals(
     table: RoundTable,
     applied: MutableMapping[Key, dict[str, Any]],
     evaluate_global: Callable[[PreparedRun, ArrayRecord], dict[str, float]],
+    train_round: TrainRound | None = None,
 ) -> ArrayRecord:
     """One unlearning attempt for ``requests`` before training round ``server_round``.
 
     Returns the model to train on next: with the unlearning of every request whose node took part
     to the end, without anything from nodes that failed. ``applied`` (request key -> outcome and
     receipt) is updated and written to the resume point before the ledger says ``unlearned``.
+    ``train_round`` (one FedAvg round, ``server/rounds.py``) is what the server-side methods
+    (finetune, retrain) run; the receipt carries the attempt's cost (``cost-client-seconds``,
+    ``cost-bytes-sent``, ``cost-unlearn-seconds``) for every method.
     """
     record, ledger = run.record, run.ledger
     keys = [r.key for r in requests]
@@ -79,7 +84,9 @@ def handle_withdrawals(
     state_before = arrays.to_torch_state_dict()
     if "before-unlearning" not in record.named_checkpoints():
         record.save_named_checkpoint("before-unlearning", state_before)
-    result = run_unlearning(grid, run, evaluator, arrays, server_round, requests, table, evaluate_global)
+    result = run_unlearning(
+        grid, run, evaluator, arrays, server_round, requests, table, evaluate_global, train_round
+    )
     for node, reason in result.failed.items():
         _fail(run, evaluator, [r for r in requests if r.node_id == node], server_round, reason)
     if not result.done:
@@ -104,6 +111,7 @@ def handle_withdrawals(
         "test-accuracy-after": last.get("test-accuracy"),
         "model-hash-before": model_hash(state_before),
         "model-hash-after": model_hash(state_after),
+        **{f"cost-{k}": v for k, v in result.cost.items()},
     }
     outcome = "unlearned" if met else "unlearned-below-target"
     for r in result.done:

@@ -1,5 +1,9 @@
 """Unlearning rounds on the server: ask the requesting clients for masks, check them, apply them.
 
+This is the path of the client-side methods (``unlearn-method`` = forsaken, gradient-ascent, pga;
+the device computes a delta, ``clients/methods.py``); finetune and retrain run FedAvg rounds on the
+server instead (``server/server_methods.py``). Both end in the same :class:`UnlearningResult`.
+
 For a batch of new withdrawal requests (several clients may withdraw in the same round):
 
 1. each owning client gets the global model and the oracle (``train.unlearn``) and computes its
@@ -39,6 +43,7 @@ from clients.codec import oracle_to_records
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, ForgettingEvaluator, KnownRequest, message_config
 from server.exchange import exchange
+from server.server_methods import SERVER_METHODS, TrainRound, run_server_method
 from server.setup import PreparedRun
 from server.validation import MaskRejected, parameter_names, validate_mask
 
@@ -89,6 +94,8 @@ class UnlearningResult:
     done: list[KnownRequest]
     failed: dict[int, str]
     last: dict[str, Any]
+    cost: dict[str, float] = dataclasses.field(default_factory=dict)
+    """``client-seconds``, ``bytes-sent``, ``unlearn-seconds`` summed over the attempt's rounds."""
 
 
 def run_unlearning(
@@ -100,13 +107,28 @@ def run_unlearning(
     requests: list[KnownRequest],
     table: RoundTable,
     evaluate_global: Any,
+    train_round: TrainRound | None = None,
 ) -> UnlearningResult:
     """Unlearning rounds for ``requests``, tolerant of nodes that die or send bad masks.
 
-    A node that fails (error reply, no reply, rejected mask) in any round drops out of the attempt:
-    its masks are taken back out of the model and its requests are returned as not done.
+    Client-side methods (forsaken, gradient-ascent, pga: ``unlearn-method`` is sent in the message)
+    return a delta each, validated and summed as above. A node that fails (error reply, no reply,
+    rejected mask) in any round drops out of the attempt: its masks are taken back out of the model
+    and its requests are returned as not done. Server-side methods (finetune, retrain) run FedAvg
+    rounds through ``train_round`` (``server/server_methods.py``).
     """
     config, record = run.config, run.record
+    if config.unlearn_method in SERVER_METHODS:
+        if train_round is None:
+            raise ValueError(f"unlearn-method {config.unlearn_method!r} needs the loop's train_round")
+        model, failed_nodes, last, cost = run_server_method(
+            grid, run, evaluator, arrays, server_round, requests, table, evaluate_global, train_round
+        )
+        for r in requests:
+            if r.node_id in failed_nodes:
+                r.outcome, r.before = "pending", None
+        done = [r for r in requests if r.node_id not in failed_nodes]
+        return UnlearningResult(model, done, failed_nodes, last, cost)
     trainable = parameter_names(run.model)
     oracle_arrays, oracle_config = oracle_to_records(evaluator.oracle())
     state_before = arrays.to_torch_state_dict()
@@ -116,6 +138,7 @@ def run_unlearning(
     applied: dict[int, dict[str, np.ndarray]] = {}  # node -> the sum of its accepted masks
     failed: dict[int, str] = {}
     row: dict[str, Any] = {}
+    cost = {"client-seconds": 0.0, "bytes-sent": 0.0, "unlearn-seconds": 0.0}
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         live = {n: items for n, items in by_node.items() if n not in failed}
         if not live:
@@ -126,6 +149,7 @@ def run_unlearning(
             msg_config = {
                 **message_config(run, server_round),
                 "request-ids": [r.request_id for r in items],
+                "unlearn-method": config.unlearn_method,
                 "unlearn-target": config.unlearn_target,
                 "target-fr": config.target_fr,
                 "forsaken-steps": config.forsaken_steps,
@@ -196,6 +220,9 @@ def run_unlearning(
             "bytes-up": bytes_up,
             "client-seconds": client_seconds,
         }
+        cost["client-seconds"] += client_seconds
+        cost["bytes-sent"] += float(bytes_down + bytes_up)
+        cost["unlearn-seconds"] += time.perf_counter() - start
         row.update(evaluator.measure(grid, arrays, server_round))
         row["seconds"] = time.perf_counter() - start
         record.append_metrics(row)
@@ -203,7 +230,7 @@ def run_unlearning(
         if target_met(config.unlearn_target, config.target_fr, row):
             break
     done = [r for node, items in by_node.items() if node not in failed for r in items]
-    return UnlearningResult(arrays, done, failed, row)
+    return UnlearningResult(arrays, done, failed, row, cost)
 
 
 def _log_rejection(record: Any, table: RoundTable, server_round: int, node: int, reason: str) -> None:

@@ -1,0 +1,196 @@
+"""The client side of ``train.unlearn``: one function per client-side method, each returning a delta.
+
+Every method gets the global model ``w`` (already loaded into ``setup.model``), the device's forget
+set for the requests named in the message, and returns a :class:`ClientDelta`: the change
+``m = w' - w`` over the model's trainable parameters (the server adds it, ``w <- w + sum_k m_k``, and
+validates it exactly like a Forsaken mask), plus the metrics the server logs.
+
+* ``forsaken``: :func:`fedforget.forsaken.unlearn` (``docs/forsaken.md``).
+* ``gradient-ascent``: :func:`fedforget.baselines.ascent_delta`: bounded ascent of the loss on the
+  forget set, at most ``ascent-steps`` steps, stopped at the loss of a know-nothing model (``ln K``),
+  and projected onto ``||m||_2 <= max-mask-ratio * ||w||_2 / 2`` so that a correct delta always
+  passes the server's norm check.
+* ``pga``: :func:`fedforget.baselines.pga_delta` (Halimi et al. 2022). The paper's reference model is
+  the average of the *other* clients' models, ``w_ref = (n w - n_i w_i) / (n - n_i)``. The server
+  loop does not keep per-client updates (it stores only the global model), so the device cannot know
+  ``w_i`` of the last round; **we approximate ``w_ref`` by the global model ``w``** (``n_i = 0``) and
+  start the ascent from ``w``. With many clients ``w_ref -> w`` anyway; with few, the ball is centred
+  on a model that still holds some of the client's contribution. The radius is the paper's rule
+  (a third of the mean distance from ``w_ref`` to fresh random models), capped like gradient ascent's.
+
+The repair of both ascent methods is the normal FedAvg training that follows the unlearning rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord
+
+from clients.context import ClientSetup
+from fedforget import forsaken
+from fedforget.baselines import AscentConfig, PGAConfig, ascent_delta, pga_delta
+from fedforget.forsaken import ForsakenConfig
+from fedforget.mia import MembershipOracle
+
+CLIENT_METHODS = ("forsaken", "gradient-ascent", "pga")
+"""Methods whose unlearning is a delta computed on the withdrawing device."""
+
+ASCENT_LEARNING_RATE = 0.01
+"""SGD step of the ascent methods (the library's default)."""
+
+NORM_SHARE = 0.5
+"""Ascent deltas are projected onto ``||m|| <= NORM_SHARE * max-mask-ratio * ||w||``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientDelta:
+    """What one device sends back: ``mask`` (parameter -> delta), scalar ``metrics``, ``stopped``."""
+
+    mask: dict[str, np.ndarray]
+    metrics: dict[str, float]
+    stopped_because: str
+
+
+def compute_delta(
+    method: str,
+    setup: ClientSetup,
+    config: ConfigRecord,
+    forget: tuple[np.ndarray, np.ndarray],
+    oracle: Callable[[], MembershipOracle],
+) -> ClientDelta:
+    """The delta of ``method`` for ``forget`` = ``(x, y)`` from the global model in ``setup.model``.
+
+    ``oracle`` is called only by the methods that use the server's oracle (Forsaken).
+    Raises ValueError naming the client-side methods for any other ``method``.
+    """
+    if method == "forsaken":
+        return _forsaken(setup, config, forget, oracle())
+    if method == "gradient-ascent":
+        return _gradient_ascent(setup, forget)
+    if method == "pga":
+        return _pga(setup, forget)
+    raise ValueError(
+        f"train.unlearn asks for unlearn-method {method!r}; "
+        f"the client computes only {', '.join(CLIENT_METHODS)}"
+    )
+
+
+def _trainable_delta(model: torch.nn.Module, delta: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().cpu().numpy() for k, v in delta.items() if k in names}
+
+
+def _norm_bound(setup: ClientSetup) -> float:
+    squared = sum(float(p.detach().double().square().sum()) for p in setup.model.parameters())
+    return NORM_SHARE * setup.config.max_mask_ratio * math.sqrt(squared)
+
+
+def _forsaken(
+    setup: ClientSetup, config: ConfigRecord, forget: tuple[np.ndarray, np.ndarray], oracle: MembershipOracle
+) -> ClientDelta:
+    device, run = setup.device, setup.config
+    retained = device.training_data()
+    x_keep, y_keep = retained.x_train, retained.y_train
+    if len(y_keep) == 0:
+        # A device that withdrew everything has no retained training data: its held-out data (never
+        # trained on, still its own) keeps the accuracy term meaningful.
+        x_keep, y_keep = device.reference_set()
+    rng = np.random.default_rng([run.seed, setup.server_round, setup.partition_id, 97])
+    keep = rng.permutation(len(y_keep))[: run.retain_samples]
+    forsaken_config = ForsakenConfig(
+        target=str(config.get("unlearn-target", run.unlearn_target)),
+        target_fr=float(config.get("target-fr", run.target_fr)),
+        max_steps=int(config.get("forsaken-steps", run.forsaken_steps)),
+        seed=run.seed * 7_919 + setup.server_round,
+    )
+    result = forsaken.unlearn(
+        setup.model,
+        forget=forget,
+        reference=device.reference_set(),
+        retain=(x_keep[keep], y_keep[keep]),
+        config=forsaken_config,
+        oracle=oracle,
+    )
+    final = result.final
+    metrics = {
+        "steps": result.steps,
+        "client-seconds": result.seconds,
+        "neurons-touched": result.neurons_touched,
+        "touched-fraction": result.touched_fraction,
+        "local-fr": float(final.get("fr", float("nan")) or float("nan")),
+    }
+    mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
+    return ClientDelta(mask, metrics, result.stopped_because)
+
+
+def _ascent_seed(setup: ClientSetup) -> int:
+    return setup.config.seed * 7_919 + setup.server_round * 31 + setup.partition_id
+
+
+def _gradient_ascent(setup: ClientSetup, forget: tuple[np.ndarray, np.ndarray]) -> ClientDelta:
+    run = setup.config
+    ascent = AscentConfig(
+        learning_rate=ASCENT_LEARNING_RATE,
+        max_steps=run.ascent_steps,
+        batch_size=run.batch_size,
+        max_norm=_norm_bound(setup),
+        seed=_ascent_seed(setup),
+    )
+    outcome = ascent_delta(setup.model, forget, ascent)
+    return ClientDelta(
+        _trainable_delta(setup.model, outcome.delta),
+        {**_ascent_metrics(outcome.history, outcome.seconds), "loss-ceiling": outcome.loss_ceiling},
+        outcome.stopped_because,
+    )
+
+
+def _pga(setup: ClientSetup, forget: tuple[np.ndarray, np.ndarray]) -> ClientDelta:
+    from fedforget import data, models
+
+    run = setup.config
+    info = data.load(run).info
+    name = models.resolve_model_name(run.model, info)
+    state = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+    probe = PGAConfig(seed=_ascent_seed(setup))
+
+    def factory(seed: int) -> torch.nn.Module:
+        return models.build_model(name, info, seed=seed)
+
+    from fedforget.baselines.pga import default_radius
+
+    radius = min(
+        default_radius(setup.model, factory, probe.radius_fraction, probe.num_random, probe.seed),
+        _norm_bound(setup),
+    )
+    config = PGAConfig(
+        learning_rate=ASCENT_LEARNING_RATE,
+        max_steps=run.ascent_steps,
+        batch_size=run.batch_size,
+        radius=radius,
+        seed=probe.seed,
+    )
+    # w_ref = w: client weight 0 of total 1 (module docstring), start point w_i := w.
+    outcome = pga_delta(
+        setup.model, state, forget, client_weight=0.0, total_weight=1.0, factory=factory, config=config
+    )
+    metrics = {
+        **_ascent_metrics(outcome.history, outcome.seconds),
+        "radius": outcome.radius,
+        "stop-accuracy": outcome.stop_accuracy,
+    }
+    return ClientDelta(_trainable_delta(setup.model, outcome.delta), metrics, outcome.stopped_because)
+
+
+def _ascent_metrics(history: list[dict[str, Any]], seconds: float) -> dict[str, float]:
+    last = history[-1]
+    return {
+        "steps": len(history) - 1,
+        "client-seconds": seconds,
+        "forget-loss": float(last.get("forget-loss", float("nan"))),
+    }

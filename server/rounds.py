@@ -1,0 +1,125 @@
+"""One FedAvg training round on the server, shared by the round loop and the server-side baselines.
+
+:func:`train_round`: send the global model to the sampled clients (``train`` messages), validate
+every update (``server/validation.py``; a rejected one is logged and replaced by an error reply),
+aggregate the accepted ones with FedAvg (weighted by ``num-examples``). Clients never train on their
+tombstoned (withdrawn) samples, so a round run after a withdrawal is a round on the remaining data.
+A round in which no client succeeds raises :class:`RoundFailedError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from server.console import RoundTable
+from server.evaluator import message_config
+from server.setup import PreparedRun
+from server.validation import UpdateRejected, parameter_names, validate_update
+
+REPLY_TIMEOUT_S = 3600.0
+
+
+class RoundFailedError(RuntimeError):
+    """No client returned a usable update in a round."""
+
+
+def make_strategy(run: PreparedRun) -> FedAvg:
+    """FedAvg sampling ``clients-per-round`` of ``num-clients`` clients; no federated evaluation."""
+    config = run.config
+    per_round = config.effective_clients_per_round
+    return FedAvg(
+        fraction_train=per_round / config.num_clients,
+        fraction_evaluate=0.0,
+        min_train_nodes=per_round,
+        min_available_nodes=config.num_clients,
+    )
+
+
+def train_round(
+    grid: Grid,
+    run: PreparedRun,
+    strategy: FedAvg,
+    arrays: ArrayRecord,
+    server_round: int,
+    table: RoundTable,
+) -> tuple[ArrayRecord, dict[str, Any]]:
+    """One FedAvg round from ``arrays``; returns the new model and ``train-loss``, ``clients``,
+    ``failures``, ``bytes-down`` / ``bytes-up`` (models sent / accepted updates received) and
+    ``client-seconds`` (summed over the clients whose update was accepted).
+
+    ``server_round`` numbers the round for the clients (their training seed and the withdrawal
+    schedule entries due). Raises :class:`RoundFailedError` when no client returns a usable update.
+    """
+    train_config = ConfigRecord(message_config(run, server_round))
+    messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
+    replies = list(grid.send_and_receive(messages=messages, timeout=REPLY_TIMEOUT_S))
+    replies = _checked_updates(run, arrays, replies, server_round, table)
+    failures = [m for m in replies if m.has_error()]
+    new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+    if new_arrays is None:
+        raise RoundFailedError(_failure_text(server_round, failures, len(replies)))
+    good = [m for m in replies if not m.has_error()]
+    size = sum(arrays[k].numpy().nbytes for k in arrays)
+    row = {
+        "train-loss": float(train_metrics["train-loss"]) if train_metrics else float("nan"),
+        "clients": len(replies) - len(failures),
+        "failures": len(failures),
+        "bytes-down": size * len(messages),
+        "bytes-up": size * len(good),
+        "client-seconds": float(sum(float(m.content["metrics"].get("client-seconds", 0.0)) for m in good)),
+    }
+    return new_arrays, row
+
+
+def _checked_updates(
+    run: PreparedRun, arrays: ArrayRecord, replies: list[Message], server_round: int, table: RoundTable
+) -> list[Message]:
+    """Replace every update that fails validation by an error reply (logged; never aggregated)."""
+    from flwr.app import Error
+
+    state = arrays.to_torch_state_dict()
+    trainable = parameter_names(run.model)
+    max_examples = max(len(c.train_ids) for c in run.split.clients)
+    checked = []
+    for reply in replies:
+        if not reply.has_error():
+            try:
+                update = {k: reply.content["arrays"][k].numpy() for k in reply.content["arrays"]}
+                num = float(reply.content["metrics"]["num-examples"])
+                validate_update(update, state, trainable, run.config.max_update_ratio, num, max_examples)
+            except (UpdateRejected, KeyError, TypeError, ValueError) as error:
+                node = reply.metadata.src_node_id
+                reason = str(error) if isinstance(error, UpdateRejected) else f"malformed reply: {error!r}"
+                run.record.append_metrics(
+                    {
+                        "round": server_round,
+                        "phase": "fault",
+                        "event": "update-rejected",
+                        "node": node,
+                        "reason": reason,
+                    }
+                )
+                table.print_event(f"update from node {node} rejected: {reason}")
+                reply = Message(Error(code=0, reason=f"update rejected: {reason}"), reply_to=_stub(reply))
+        checked.append(reply)
+    return checked
+
+
+def _stub(reply: Message) -> Message:
+    """An instruction with the reply's routing, to build an error reply in the reply's place."""
+    from flwr.app import RecordDict
+
+    stub = Message(
+        RecordDict(), dst_node_id=reply.metadata.src_node_id, message_type=reply.metadata.message_type
+    )
+    stub.metadata.__dict__["_message_id"] = reply.metadata.reply_to_message_id
+    return stub
+
+
+def _failure_text(server_round: int, failures: list[Message], num_replies: int) -> str:
+    reasons = "; ".join(sorted({(m.error.reason.strip().splitlines() or ["?"])[-1][:300] for m in failures}))
+    return f"round {server_round}: no usable client update ({num_replies} replies). Client errors: {reasons}"
