@@ -3,7 +3,8 @@
 Message contracts:
 
 ``train``
-  in:  ``arrays`` (global model), ``config`` (``server-round``, ``model``);
+  in:  ``arrays`` (global model), ``config`` (``server-round``, ``model``, optional ``local-epochs``:
+  fewer epochs for FedEraser's calibration rounds);
   out: ``arrays`` (locally trained model), ``metrics`` (``num-examples``, ``train-loss``,
   ``client-seconds``, ``partition-id``). Withdrawn (tombstoned) samples are never trained on.
 ``query.requests``
@@ -46,6 +47,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this device's training samples (never tombstoned ones)."""
     setup = client_setup(msg, context)
     config = setup.config
+    msg_config = msg.content["config"] if "config" in msg.content else {}
     local = setup.device.training_data()
     model = setup.model
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
@@ -60,7 +62,7 @@ def train(msg: Message, context: Context) -> Message:
         model,
         local.x_train,
         local.y_train,
-        epochs=config.local_epochs,
+        epochs=int(msg_config.get("local-epochs", config.local_epochs)),
         learning_rate=config.learning_rate,
         batch_size=config.batch_size,
         momentum=config.momentum,

@@ -18,8 +18,8 @@ from typing import Any
 
 PARTITIONINGS = ("iid", "dirichlet", "pathological")
 ORACLES = ("shokri", "lira")
-UNLEARN_METHODS = ("forsaken", "gradient-ascent", "pga", "finetune", "retrain")
-"""Methods the Flower server runs (``docs/baselines.md``); federaser, sisa and amnesiac are library-only."""
+UNLEARN_METHODS = ("forsaken", "gradient-ascent", "pga", "finetune", "retrain", "federaser")
+"""Methods the Flower server runs (``docs/baselines.md``); sisa and amnesiac are library-only."""
 UNLEARN_TARGETS = ("fr", "retrain")
 
 
@@ -63,6 +63,7 @@ class RunConfig:
     unlearn_rounds: int = 3
     forsaken_steps: int = 30
     ascent_steps: int = 50
+    federaser_every: int = 1
     retain_samples: int = 512
     max_mask_ratio: float = 1.0
     max_update_ratio: float = 100.0
@@ -137,7 +138,7 @@ class RunConfig:
             self.unlearn_method in UNLEARN_METHODS,
             "unlearn-method",
             self.unlearn_method,
-            f"one of {', '.join(UNLEARN_METHODS)} (federaser, sisa and amnesiac run only in the library)",
+            f"one of {', '.join(UNLEARN_METHODS)} (sisa and amnesiac run only in the library)",
         )
         _require(
             self.unlearn_target in UNLEARN_TARGETS,
@@ -153,6 +154,12 @@ class RunConfig:
             "ascent-steps",
             self.ascent_steps,
             "an integer >= 1 (step budget of gradient-ascent / pga on the client)",
+        )
+        _require(
+            self.federaser_every >= 1,
+            "federaser-every",
+            self.federaser_every,
+            "an integer >= 1 (FedEraser stores client updates every this many rounds)",
         )
         _require(self.retain_samples >= 1, "retain-samples", self.retain_samples, "an integer >= 1")
         _require(

@@ -25,6 +25,7 @@ from server.requests import deliver_receipts, handle_withdrawals
 from server.rounds import REPLY_TIMEOUT_S, RoundFailedError, make_strategy, train_round
 from server.setup import PreparedRun
 from server.unlearning import model_hash
+from server.update_store import update_store
 
 __all__ = [
     "REPLY_TIMEOUT_S",
@@ -105,7 +106,8 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
                 evaluate_global,
                 fedavg_round,
             )
-        arrays, trained = train_round(grid, run, strategy, arrays, server_round, table)
+        keep = _federaser_keeper(run, arrays, server_round)
+        arrays, trained = train_round(grid, run, strategy, arrays, server_round, table, keep)
         row = {
             "round": server_round,
             "phase": "train",
@@ -127,3 +129,18 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
     record.append_metrics({"round": config.num_rounds, "phase": "done", "event": "run-finished"})
     table.print_footer()
     return arrays
+
+
+def _federaser_keeper(run: PreparedRun, arrays: ArrayRecord, server_round: int) -> Any:
+    """With ``unlearn-method = federaser``, what stores this round's client updates (else None)."""
+    store = update_store(run.record.path, run.config.federaser_every)
+    if run.config.unlearn_method != "federaser" or not store.wants(server_round):
+        return None
+    sent = {k: arrays[k].numpy() for k in arrays}
+
+    def keep(states: dict[int, tuple[dict[str, Any], float]]) -> None:
+        store.save(
+            server_round, sent, {p: s for p, (s, _) in states.items()}, {p: n for p, (_, n) in states.items()}
+        )
+
+    return keep

@@ -9,9 +9,11 @@ A round in which no client succeeds raises :class:`RoundFailedError`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -46,6 +48,7 @@ def train_round(
     arrays: ArrayRecord,
     server_round: int,
     table: RoundTable,
+    keep: Callable[[dict[int, tuple[dict[str, np.ndarray], float]]], None] | None = None,
 ) -> tuple[ArrayRecord, dict[str, Any]]:
     """One FedAvg round from ``arrays``; returns the new model and ``train-loss``, ``clients``,
     ``failures``, ``bytes-down`` / ``bytes-up`` (models sent / accepted updates received) and
@@ -53,6 +56,8 @@ def train_round(
 
     ``server_round`` numbers the round for the clients (their training seed and the withdrawal
     schedule entries due). Raises :class:`RoundFailedError` when no client returns a usable update.
+    ``keep``, if given, gets every accepted update as ``partition id -> (state, num-examples)``
+    (FedEraser's store).
     """
     train_config = ConfigRecord(message_config(run, server_round))
     messages = list(strategy.configure_train(server_round, arrays, train_config, grid))
@@ -63,6 +68,8 @@ def train_round(
     if new_arrays is None:
         raise RoundFailedError(_failure_text(server_round, failures, len(replies)))
     good = [m for m in replies if not m.has_error()]
+    if keep is not None:
+        keep(client_states(good))
     size = sum(arrays[k].numpy().nbytes for k in arrays)
     row = {
         "train-loss": float(train_metrics["train-loss"]) if train_metrics else float("nan"),
@@ -73,6 +80,52 @@ def train_round(
         "client-seconds": float(sum(float(m.content["metrics"].get("client-seconds", 0.0)) for m in good)),
     }
     return new_arrays, row
+
+
+def client_states(replies: list[Message]) -> dict[int, tuple[dict[str, np.ndarray], float]]:
+    """``partition id -> (returned state, num-examples)`` of successful ``train`` replies."""
+    out = {}
+    for reply in replies:
+        metrics = reply.content["metrics"]
+        state = {k: reply.content["arrays"][k].numpy() for k in reply.content["arrays"]}
+        out[int(metrics["partition-id"])] = (state, float(metrics["num-examples"]))
+    return out
+
+
+def calibration_round(
+    grid: Grid,
+    run: PreparedRun,
+    arrays: ArrayRecord,
+    server_round: int,
+    table: RoundTable,
+    local_epochs: int,
+) -> tuple[dict[int, tuple[dict[str, np.ndarray], float]], dict[str, Any]]:
+    """Every live node trains ``local_epochs`` epochs from ``arrays`` (FedEraser's calibration).
+
+    Updates are validated as in :func:`train_round`; returns the accepted ones by partition id
+    (clients with no training data left are dropped) and ``bytes-down`` / ``bytes-up`` /
+    ``client-seconds`` / ``clients`` / ``failures``. No aggregation: the caller calibrates.
+    """
+    config = ConfigRecord({**message_config(run, server_round), "local-epochs": local_epochs})
+    messages = [
+        Message(
+            RecordDict({"arrays": arrays, "config": config}), dst_node_id=node, message_type=MessageType.TRAIN
+        )
+        for node in grid.get_node_ids()
+    ]
+    replies = list(grid.send_and_receive(messages=messages, timeout=REPLY_TIMEOUT_S))
+    replies = _checked_updates(run, arrays, replies, server_round, table)
+    good = [m for m in replies if not m.has_error()]
+    states = {pid: v for pid, v in client_states(good).items() if v[1] > 0}
+    size = sum(arrays[k].numpy().nbytes for k in arrays)
+    row = {
+        "clients": len(states),
+        "failures": len(replies) - len(good),
+        "bytes-down": size * len(messages),
+        "bytes-up": size * len(good),
+        "client-seconds": float(sum(float(m.content["metrics"].get("client-seconds", 0.0)) for m in good)),
+    }
+    return states, row
 
 
 def _checked_updates(

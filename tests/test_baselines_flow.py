@@ -66,7 +66,7 @@ def _trained_on(seen: list[np.ndarray], x: np.ndarray) -> bool:
     return any((batch == x).all(axis=1).any() for batch in seen)
 
 
-@pytest.mark.parametrize("method", ["gradient-ascent", "pga", "finetune", "retrain"])
+@pytest.mark.parametrize("method", ["gradient-ascent", "pga", "finetune", "retrain", "federaser"])
 def test_each_method_goes_through_the_withdrawal_flow(
     tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -90,6 +90,10 @@ def test_each_method_goes_through_the_withdrawal_flow(
     elif method == "retrain":
         # Retraining redoes the rounds done so far (1 and 2) from the initial model.
         assert [r["trained-round"] for r in unlearn] == [1, 2]
+    elif method == "federaser":
+        # Calibration over the stored rounds 1 and 2 (federaser-every = 1), storage cost recorded.
+        assert [r["stored-round"] for r in unlearn] == [1, 2]
+        assert all(r["storage-bytes"] > 0 for r in unlearn)
     else:
         assert 1 <= len(unlearn) <= run.config.unlearn_rounds
 
@@ -101,6 +105,8 @@ def test_each_method_goes_through_the_withdrawal_flow(
     assert receipt["unlearn-rounds"] == unlearn[-1]["unlearn-round"]
     assert receipt["cost-client-seconds"] == pytest.approx(sum(r["client-seconds"] for r in unlearn))
     assert receipt["cost-bytes-sent"] == sum(r["bytes-down"] + r["bytes-up"] for r in unlearn)
+    if method == "federaser":
+        assert receipt["cost-storage-bytes"] == unlearn[-1]["storage-bytes"]
     stored = RequestStore(tmp_path / "dev0.sqlite").get(entry.request_id)
     assert stored.state == "completed" and stored.receipt["model-hash-after"] == receipt["model-hash-after"]
     named = run.record.named_checkpoints()
@@ -152,6 +158,26 @@ def test_retrain_through_the_flow_equals_fedavg_from_scratch_without_the_withdra
         torch.testing.assert_close(after[name], value, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(before[name], with_data[name], rtol=1e-5, atol=1e-6)
     assert any(not torch.allclose(reference[k], with_data[k]) for k in reference)  # the data mattered
+
+
+def test_federaser_through_the_flow_equals_the_library_calibration(tmp_path: Path) -> None:
+    """The server's FedEraser = ``fedforget.baselines.federaser`` over the same stored rounds."""
+    from fedforget import baselines
+    from fedforget.federated import fedavg
+
+    run_config = _run_config(tmp_path, "federaser")
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path), run)
+    (entry,) = run.ledger.entries()
+    withdrawn = np.asarray(RequestStore(tmp_path / "dev0.sqlite").get(entry.request_id).ids, dtype=np.int64)
+    after = torch.load(run.record.named_checkpoints()["after-unlearning"], weights_only=True)
+    store = baselines.FedEraserStore(every=1)
+    trained = fedavg(run.config, rounds=2, evaluate=False, on_round=store)
+    original = baselines.Original(run.config, trained.state_dict, federaser=store)
+    expected = baselines.federaser(original, {0: withdrawn}).state_dict
+    for name, value in expected.items():
+        torch.testing.assert_close(after[name], value, rtol=1e-4, atol=1e-5)
+    assert any(not torch.allclose(expected[k], trained.state_dict[k]) for k in expected)
 
 
 def test_a_client_refuses_to_compute_a_server_side_method(tmp_path: Path) -> None:

@@ -153,9 +153,14 @@ def test_unknown_key_without_a_close_match_has_no_hint() -> None:
         ({"run-id": "a/b"}, "run-id", "a plain folder name"),
         ({"run-id": ".."}, "run-id", "a plain folder name"),
         ({"run-id": "."}, "run-id", "a plain folder name"),
-        ({"unlearn-method": "sisa"}, "unlearn-method", "forsaken, gradient-ascent, pga, finetune, retrain"),
+        (
+            {"unlearn-method": "sisa"},
+            "unlearn-method",
+            "forsaken, gradient-ascent, pga, finetune, retrain, federaser",
+        ),
         ({"unlearn-method": "gradient_ascent"}, "unlearn-method", "one of forsaken"),
-        ({"unlearn-method": "federaser"}, "unlearn-method", "federaser, sisa and amnesiac run only"),
+        ({"unlearn-method": "amnesiac"}, "unlearn-method", "sisa and amnesiac run only"),
+        ({"federaser-every": 0}, "federaser-every", ">= 1"),
         ({"ascent-steps": 0}, "ascent-steps", ">= 1"),
     ],
 )
@@ -179,8 +184,11 @@ def test_invalid_values_name_the_key_the_value_and_what_is_allowed(
         {"run-dir": "/tmp/fedforget-runs", "run-id": "my-run.1"},
         {"partitioning": "pathological", "classes-per-client": 3},
         {"partitioning": "dirichlet"},
-        *({"unlearn-method": m} for m in ("forsaken", "gradient-ascent", "pga", "finetune", "retrain")),
-        {"ascent-steps": 1},
+        *(
+            {"unlearn-method": m}
+            for m in ("forsaken", "gradient-ascent", "pga", "finetune", "retrain", "federaser")
+        ),
+        {"ascent-steps": 1, "federaser-every": 1},
     ],
 )
 def test_boundary_values_are_accepted(changes: dict[str, Any]) -> None:
