@@ -47,7 +47,7 @@ def train(msg: Message, context: Context) -> Message:
     """Train the received global model on this device's training samples (never tombstoned ones)."""
     setup = client_setup(msg, context)
     config = setup.config
-    msg_config = msg.content["config"] if "config" in msg.content else {}
+    msg_config = msg.content.get("config", {})
     local = setup.device.training_data()
     model = setup.model
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
