@@ -110,17 +110,24 @@ class ManagedProcess:
         return pids
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the process group, wait, then SIGKILL what is left."""
+        """SIGTERM the process group, wait, then SIGKILL what is left, helpers in other sessions too.
+
+        Flower starts some helpers in their own sessions (SuperExec, ``flwr-simulation`` with its Ray
+        workers), out of this process group: they are listed before the signal and any still alive
+        afterwards is terminated as well.
+        """
         if self.popen.poll() is not None:
             return
+        below = descendants(self.pid)
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
             try:
                 self.popen.wait(timeout=wait)
-                return
+                break
             except subprocess.TimeoutExpired:
                 continue
+        _terminate(below, grace_s=3.0)
 
 
 def descendants(pid: int) -> list[int]:
@@ -136,6 +143,29 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _terminate(pids: Sequence[int], grace_s: float) -> None:
+    """SIGTERM the still-living ``pids``, then SIGKILL those that outlive ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        living = [pid for pid in pids if _alive(pid)]
+        for pid in living:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while living and time.monotonic() < deadline:
+            time.sleep(0.1)
+            living = [pid for pid in living if _alive(pid)]
+        if not living:
+            return
 
 
 def start_process(name: str, argv: Sequence[str], env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
