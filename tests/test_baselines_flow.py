@@ -187,3 +187,60 @@ def test_a_client_refuses_to_compute_a_server_side_method(tmp_path: Path) -> Non
     assert CLIENT_METHODS == ("forsaken", "gradient-ascent", "pga")
     with pytest.raises(ValueError, match="computes only forsaken, gradient-ascent, pga"):
         compute_delta("retrain", None, None, (np.zeros((1, 2)), np.zeros(1)), lambda: None)  # type: ignore[arg-type]
+
+
+def test_a_server_side_attempt_whose_round_fails_leaves_the_model_and_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finetune: every training reply of the first attempt fails -> nothing applied, retried next round."""
+    from flwr.app import Error, Message
+
+    import server.loop
+
+    attempt = {"n": 0, "inside": False}
+    real = server.loop.handle_withdrawals
+
+    def wrapped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        attempt["n"] += 1
+        attempt["inside"] = True
+        try:
+            return real(*args, **kwargs)
+        finally:
+            attempt["inside"] = False
+
+    def fail_first_attempt(reply: Message) -> Message:
+        if attempt["inside"] and attempt["n"] == 1 and reply.metadata.message_type == "train":
+            return Message(Error(code=0, reason="device lost power"), reply_to=_stub_of(reply))
+        return reply
+
+    monkeypatch.setattr(server.loop, "handle_withdrawals", wrapped)
+    run_config = _run_config(tmp_path, "finetune", **{"num-rounds": 4, "checkpoint-every": 1})
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path, fail_first_attempt), run)
+    rows = run.record.metrics()
+    failed = [r for r in rows if r.get("event") == "attempt-failed"]
+    assert len(failed) == 1 and failed[0]["round"] == 3 and "finetune round failed" in failed[0]["reason"]
+    (entry,) = run.ledger.entries()
+    assert entry.state == DELIVERED and entry.attempts == 2
+    unlearn = [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+    assert {r["round"] for r in unlearn} == {4}  # only the retry produced unlearning rows
+    # The failed attempt changed nothing: round 3 trained on round 2's model (without the withdrawn
+    # samples), and the retry started from that round-3 model.
+    from fedforget.federated import fedavg
+
+    checkpoints = run.record.path / "checkpoints"
+    round2 = torch.load(checkpoints / "round-2.pt", weights_only=True)
+    round3 = torch.load(checkpoints / "round-3.pt", weights_only=True)
+    withdrawn = np.asarray(RequestStore(tmp_path / "dev0.sqlite").get(entry.request_id).ids, dtype=np.int64)
+    expected = fedavg(
+        run.config, exclude={0: withdrawn}, initial_state=round2, rounds=1, start_round=3, evaluate=False
+    ).state_dict
+    for name, value in expected.items():
+        torch.testing.assert_close(round3[name], value, rtol=1e-5, atol=1e-6)
+    assert (entry.receipt or {})["model-hash-before"] == model_hash(round3)
+
+
+def _stub_of(reply):  # noqa: ANN001, ANN202
+    from server.rounds import _stub
+
+    return _stub(reply)
