@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from fedforget import sqlite_store
+
 RECEIVED = "received"
 UNLEARNING = "unlearning"
 UNLEARNED = "unlearned"
@@ -146,15 +148,8 @@ class Ledger:
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return sqlite_store.connect(self.path)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
