@@ -27,9 +27,10 @@ the per-round test evaluation.
 
 **Recording hook** (for FedEraser, PGA and audits): ``on_round`` is called after every round (its
 time is not counted in ``seconds``) with a :class:`RoundUpdate`: the round,
-the global model ``w_t`` the clients started from, every client's returned state ``w_{t+1}^k`` and
-its weight ``n_k``. It only reads; results are identical with and without it. ``start_round``
-numbers the rounds (and so the client seeds) from another round than 1, to continue a run:
+the global model ``w_t`` the clients started from, every client's returned state ``w_{t+1}^k``,
+its weight ``n_k`` and the round's result ``w_{t+1}``. It only reads; results are identical with
+and without it. ``start_round`` numbers the rounds (and so the client seeds) from another round
+than 1, to continue a run:
 ``fedavg(config, initial_state=w_T, rounds=k, start_round=T + 1)`` trains rounds ``T+1 .. T+k``.
 """
 
@@ -79,6 +80,8 @@ class RoundUpdate:
     global_state: dict[str, np.ndarray]
     client_states: dict[int, dict[str, np.ndarray]]
     weights: dict[int, float]
+    averaged: dict[str, np.ndarray] | None = None
+    """``w_{t+1}``, the global model the round produced (None where the caller did not give it)."""
 
     def update(self, partition_id: int) -> dict[str, np.ndarray]:
         """Client ``partition_id``'s update ``U_t^k = w_{t+1}^k - w_t`` (float entries only)."""
@@ -221,7 +224,13 @@ def fedavg(
             pids = [client.partition_id for client in clients]
             states_by_pid = dict(zip(pids, states, strict=True))
             on_round(
-                RoundUpdate(server_round, started_from, states_by_pid, dict(zip(pids, weights, strict=True)))
+                RoundUpdate(
+                    server_round,
+                    started_from,
+                    states_by_pid,
+                    dict(zip(pids, weights, strict=True)),
+                    averaged=global_state,
+                )
             )
         train_loss = float(np.average(losses, weights=weights)) if sum(weights) else float("nan")
         if evaluate or server_round == last_round:

@@ -46,7 +46,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,15 +165,39 @@ class Setting:
         return out
 
 
+class Trace:
+    """A method's per-round record: the oracle's FR, test accuracy and AUC after each unlearning round.
+
+    Passed as a baseline's ``observe`` (:class:`fedforget.baselines.base.Observation` leaves its time
+    out of the method's seconds); ``rows`` go to the JSON (``rounds`` of each row) and the per-round plot.
+    """
+
+    def __init__(self, setting: Setting, before: np.ndarray) -> None:
+        self.setting, self.before = setting, before
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, round_: int, state: Mapping[str, torch.Tensor]) -> None:
+        judged = self.setting.judge(self.setting.model(dict(state)), self.before)
+        self.rows.append(
+            {"round": round_, "fr": _finite(judged.get("fr")), "acc": judged["acc"], "auc": judged["auc"]}
+        )
+
+
 # ------------------------------------------------------------------------------------------ forsaken
-def run_forsaken(setting: Setting, original: Original, before: np.ndarray) -> UnlearnResult:
-    """Forsaken as the Flower flow runs it: masks from client 0, added by the server, FR each round."""
+def run_forsaken(
+    setting: Setting, original: Original, before: np.ndarray, observe: Trace | None = None
+) -> UnlearnResult:
+    """Forsaken as the Flower flow runs it: masks from client 0, added by the server, FR each round.
+
+    ``observe`` (not timed) sees the model after each round, as the baselines' ``observe``.
+    """
     config, client = setting.config, setting.client
     x_f, y_f = setting.forget
     retained = client.without(setting.forget_ids)
     rng = np.random.default_rng([config.seed, config.num_rounds + 1, 0, 97])
     keep = rng.permutation(len(retained.y_train))[: config.retain_samples]
     model = setting.model(original.state_dict)
+    observation = baselines.base.Observation(observe)
     start = time.perf_counter()
     history, compute = [], 0.0
     for unlearn_round in range(1, config.unlearn_rounds + 1):
@@ -195,9 +219,10 @@ def run_forsaken(setting: Setting, original: Original, before: np.ndarray) -> Un
         after = setting.oracle.decide(model, x_f, y_f)
         fr = forgetting_rate_from_arrays(setting.forget_ids, before, after).fr
         history.append({"unlearn-round": unlearn_round, "steps": result.steps, "fr": fr})
+        observation(unlearn_round, model.state_dict())
         if math.isfinite(fr) and fr >= config.target_fr:
             break
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - observation.seconds
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     size = state_nbytes(state)
     return UnlearnResult("forsaken", state, seconds, compute, 2 * size * len(history), 0, history)
@@ -379,16 +404,19 @@ def run_setting(
     on_original = setting.judge(setting.model(original.state_dict), None)
     before = on_original["member"]
     forget = {0: forget_ids}
+    traces = {method: Trace(setting, before) for method in FEDERATED}
     # retrain first: it is every federated method's reference
-    results: dict[str, UnlearnResult] = {"retrain": baselines.retrain(original, forget)}
+    results: dict[str, UnlearnResult] = {
+        "retrain": baselines.retrain(original, forget, observe=traces["retrain"])
+    }
     failures: dict[str, str] = {}
     for method in methods:
         if method in FEDERATED and method not in results:
             try:
                 if method == "forsaken":
-                    results[method] = run_forsaken(setting, original, before)
+                    results[method] = run_forsaken(setting, original, before, traces[method])
                 else:
-                    results[method] = baselines.get(method).run(original, forget)
+                    results[method] = baselines.get(method).run(original, forget, observe=traces[method])
             except FAILURES as error:  # recorded in the table, not hidden, and the run goes on
                 failures[method] = f"{type(error).__name__}: {error}"
     reference = setting.judge(setting.model(results["retrain"].state_dict), before)
@@ -415,6 +443,7 @@ def run_setting(
             on_original["acc"],
             results["retrain"].seconds,
         )
+        row["rounds"] = traces[method].rows
         rows.append(row)
         log(describe(row))
     central = [m for m in methods if m in CENTRALIZED]
@@ -524,7 +553,75 @@ def plot(rows: list[dict[str, Any]], summary: list[dict[str, Any]], docs: Path) 
     fig.tight_layout()
     fig.savefig(paths[1])
     plt.close(fig)
+    paths.append(plot_rounds(rows, colours, docs / "results_rounds.png"))
     return paths
+
+
+def round_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+    """dataset -> method -> [(round, mean FR, mean accuracy)] over the seeds, round 0 = the original model.
+
+    FR at round 0 is 0 by definition (nothing changed); retraining has no round 0 (it starts from a
+    fresh model). A mean at a round uses the seeds that reached it (Forsaken may stop early).
+    """
+    out: dict[str, dict[str, list[tuple[int, float, float]]]] = {}
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        per_method: dict[str, dict[int, list[tuple[float, float]]]] = {}
+        for r in rows:
+            if r["dataset"] != dataset or r.get("error") or not r.get("rounds"):
+                continue
+            points = per_method.setdefault(r["method"], {})
+            if r["method"] != "retrain":
+                points.setdefault(0, []).append((0.0, r["acc-original"]))
+            for point in r["rounds"]:
+                fr = point["fr"] if point["fr"] is not None else float("nan")
+                points.setdefault(point["round"], []).append((fr, point["acc"]))
+        out[dataset] = {
+            method: [
+                (
+                    k,
+                    float(np.nanmean([p[0] for p in v]))
+                    if any(np.isfinite(p[0]) for p in v)
+                    else float("nan"),
+                    float(np.mean([p[1] for p in v])),
+                )
+                for k, v in sorted(points.items())
+            ]
+            for method, points in per_method.items()
+        }
+    return out
+
+
+def plot_rounds(rows: list[dict[str, Any]], colours: dict[str, Any], path: Path) -> Path:
+    """``results_rounds.png``: FR and test accuracy after each unlearning round, per dataset and method."""
+    import matplotlib.pyplot as plt
+
+    curves = round_curves(rows)
+    datasets = list(curves) or ["(no per-round data)"]
+    fig, axes = plt.subplots(
+        len(datasets), 2, figsize=(7.5, 1.9 * len(datasets) + 0.6), dpi=70, squeeze=False
+    )
+    for (ax_fr, ax_acc), dataset in zip(axes, datasets, strict=True):
+        for method, points in curves.get(dataset, {}).items():
+            rounds, fr, acc = zip(*points, strict=True)
+            style = {"color": colours.get(method), "marker": "o", "ms": 3, "lw": 1.2, "label": method}
+            ax_fr.plot(rounds, fr, **style)
+            ax_acc.plot(rounds, acc, **style)
+        ax_fr.axhline(0.9, color="grey", lw=0.7, ls="--")
+        ax_fr.set_ylabel(dataset, fontsize=8)
+        for ax in (ax_fr, ax_acc):
+            ax.tick_params(labelsize=7)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0][0].set_title("FR after each unlearning round", fontsize=9)
+    axes[0][1].set_title("test accuracy after each unlearning round", fontsize=9)
+    axes[-1][0].set_xlabel("unlearning round (0 = original model)", fontsize=8)
+    axes[-1][1].set_xlabel("unlearning round (0 = original model)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.04 if handles else 0, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -586,6 +683,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "## Plots",
         "",
         "![accuracy loss vs FR](results_fr_vs_accuracy.png) ![time per method](results_time.png)",
+        "",
+        "FR and test accuracy after each unlearning round, per dataset (means over the seeds; federated "
+        "methods; round 0 is the trained model; retraining's rounds are its training rounds from a fresh "
+        "model; gradient ascent's and PGA's round 1 is the model right after the client's delta, then the "
+        "repair rounds; FedEraser's are its calibration rounds):",
+        "",
+        "![FR and accuracy per round](results_rounds.png)",
         "",
     ]
     return "\n".join(lines)
@@ -749,7 +853,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--docs", type=Path, default=PROJECT_ROOT / "docs", help="where results.md and PNGs go"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="settings (dataset x seed) run at once, each in its own process"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the settings an interrupted run finished (<out>.partial.jsonl) and run the rest",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     args.datasets = args.datasets or list(QUICK_DATASETS if args.quick else DATASETS)
     args.methods = args.methods or list(METHODS)
     args.seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
@@ -783,6 +897,88 @@ def full_size_estimate(folder: Path, this_run: dict[str, float], command: str) -
     return text + ". Wall times on a shared machine (each run's load average at start is in its JSON)."
 
 
+class Log:
+    """``[paper-table  123s] text`` on stderr, seconds since the run started (picklable for --jobs)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+    def __call__(self, text: str) -> None:
+        print(f"[paper-table {time.time() - self.started:6.0f}s] {text}", file=sys.stderr, flush=True)
+
+
+def _one_setting(
+    dataset: str, seed: int, args: argparse.Namespace, log: Log
+) -> tuple[str, float, list[dict[str, Any]]]:
+    """Run one (dataset, seed) setting (in a worker process with --jobs); rows made JSON-ready."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    begin = time.perf_counter()
+    rows = run_setting(dataset, seed, args.methods, args, log)
+    return f"{dataset}/{seed}", time.perf_counter() - begin, _jsonable(rows)
+
+
+def _partial_key(args: argparse.Namespace) -> dict[str, Any]:
+    """What must match for ``--resume`` to reuse finished settings."""
+    return {
+        "methods": list(args.methods),
+        "rounds": args.rounds,
+        "local-epochs": args.local_epochs,
+        "forsaken-steps": args.forsaken_steps,
+    }
+
+
+def load_partial(path: Path, args: argparse.Namespace) -> dict[str, tuple[float, list[dict[str, Any]]]]:
+    """Finished settings saved by an interrupted run (``<out>.partial.jsonl``), for ``--resume``."""
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not lines or lines[0].get("key") != _partial_key(args):
+        raise SystemExit(
+            f"--resume: {path} was written with other options ({lines[0].get('key') if lines else 'empty'}); "
+            f"run without --resume to start again"
+        )
+    return {line["setting"]: (line["seconds"], line["rows"]) for line in lines[1:]}
+
+
+def run_settings(
+    args: argparse.Namespace, log: Log, partial: Path
+) -> tuple[list[dict[str, Any]], dict[str, float], list[str]]:
+    """Every (dataset, seed) setting, ``args.jobs`` at a time; each finished one is appended to
+    ``partial`` at once, so an interrupted run loses at most the settings in progress."""
+    settings = [(d, s) for d in args.datasets for s in args.seeds]
+    done = load_partial(partial, args) if args.resume else {}
+    resumed = [f"{d}/{s}" for d, s in settings if f"{d}/{s}" in done]
+    if resumed:
+        log(f"resuming: {len(resumed)} finished setting(s) read from {partial}")
+    else:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"key": _partial_key(args)}) + "\n")
+    todo = [(d, s) for d, s in settings if f"{d}/{s}" not in done]
+
+    def keep(name: str, seconds: float, rows: list[dict[str, Any]]) -> None:
+        done[name] = (seconds, rows)
+        with partial.open("a") as handle:
+            handle.write(json.dumps({"setting": name, "seconds": seconds, "rows": rows}) + "\n")
+        log(f"{name}: finished in {seconds:.0f}s ({len(done)}/{len(settings)} settings)")
+
+    if args.jobs <= 1 or len(todo) <= 1:
+        for dataset, seed in todo:
+            keep(*_one_setting(dataset, seed, args, log))
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no fork of a process that has torch threads
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = [pool.submit(_one_setting, d, s, args, log) for d, s in todo]
+            for future in concurrent.futures.as_completed(futures):
+                keep(*future.result())
+    rows = [row for d, s in settings for row in done[f"{d}/{s}"][1]]
+    per_setting = {f"{d}/{s}": done[f"{d}/{s}"][0] for d, s in settings}
+    return rows, per_setting, resumed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -792,19 +988,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.datetime.now().astimezone()
     where = machine()
     start = time.perf_counter()
-
-    def log(text: str) -> None:
-        print(f"[paper-table {time.perf_counter() - start:6.0f}s] {text}", file=sys.stderr, flush=True)
-
+    log = Log(time.time())
     size = f"{len(args.datasets)} dataset(s) x {len(args.seeds)} seed(s) x {len(args.methods)} method(s)"
-    log(f"{size}; {where}")
-    rows: list[dict[str, Any]] = []
-    per_setting: dict[str, float] = {}
-    for dataset in args.datasets:
-        for seed in args.seeds:
-            begin = time.perf_counter()
-            rows += run_setting(dataset, seed, args.methods, args, log)
-            per_setting[f"{dataset}/{seed}"] = time.perf_counter() - begin
+    log(f"{size}, {args.jobs} at a time; {where}")
+    partial = args.out.with_suffix(".partial.jsonl")
+    rows, per_setting, resumed = run_settings(args, log, partial)
     total = time.perf_counter() - start
     summary = summarise(rows, args.methods)
     doc = {
@@ -815,6 +1003,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commit": commit(),
         "seconds-total": total,
         "seconds-per-setting": per_setting,
+        "jobs": args.jobs,
+        "resumed-settings": resumed,
         "quick": args.quick,
         "datasets": args.datasets,
         "seeds": args.seeds,
@@ -831,6 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.docs.mkdir(parents=True, exist_ok=True)
     plot(rows, summary, args.docs)
     (args.docs / "results.md").write_text(markdown(_jsonable(doc)))
+    partial.unlink(missing_ok=True)  # everything is in the results now
     log(f"done in {total:.1f}s; wrote {args.out}, {args.out.with_suffix('.csv')}, {args.docs / 'results.md'}")
     return 0
 

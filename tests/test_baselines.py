@@ -349,3 +349,41 @@ def test_bad_input_is_refused_with_a_clear_message(trained: tuple, forget: dict)
         baselines.amnesiac_train(factory(0), x, y[:-1], ids)
     with pytest.raises(ValueError, match="empty"):
         baselines.ascent_delta(factory(0), (x[:0], y[:0]), baselines.AscentConfig())
+
+
+# ------------------------------------------------------------------------------------- observation
+@pytest.mark.parametrize(
+    ("method", "kwargs", "rounds"),
+    [
+        ("retrain", {}, [1, 2]),
+        ("finetune", {"rounds": 2}, [1, 2]),
+        ("gradient-ascent", {"repair_rounds": 1}, [1, 2]),
+        ("pga", {"repair_rounds": 2}, [1, 2, 3]),
+        ("federaser", {}, [1, 2]),
+    ],
+)
+def test_observe_sees_every_round_changes_nothing_and_is_not_counted(
+    trained: tuple, forget: dict, method: str, kwargs: dict, rounds: list[int]
+) -> None:
+    import time
+
+    _, original = trained
+    run = baselines.get(method).run
+    plain = run(original, forget, **kwargs)
+    seen: list[tuple[int, dict[str, torch.Tensor]]] = []
+    pause = 0.2
+
+    def observe(round_: int, state: dict[str, torch.Tensor]) -> None:
+        seen.append((round_, {k: v.clone() for k, v in state.items()}))
+        time.sleep(pause)  # an observer's time must be left out of the method's seconds
+
+    start = time.perf_counter()
+    observed = run(original, forget, observe=observe, **kwargs)
+    wall = time.perf_counter() - start
+    assert [r for r, _ in seen] == rounds
+    assert _equal(observed.state_dict, plain.state_dict)  # observing changes nothing
+    final = seen[-1][1]
+    assert all(torch.equal(final[k], observed.state_dict[k].to(final[k].dtype)) for k in final)
+    assert wall - observed.seconds >= pause * len(rounds) * 0.99
+    with pytest.raises(ValueError, match="callable"):
+        run(original, forget, observe="not a function", **kwargs)

@@ -60,6 +60,60 @@ def test_quick_smallest_setting_writes_finite_results(
     text = (docs / "results.md").read_text()
     assert f"`{doc['command']}`" in text and "| forsaken | federated | 1 |" in text
     assert "| pga | federated | 1 (1 failed) |" in text and "pga failed on breast-cancer seed 0" in text
-    for name in ("results_fr_vs_accuracy.png", "results_time.png"):
+    for name in ("results_fr_vs_accuracy.png", "results_time.png", "results_rounds.png"):
         png = (docs / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
+    # the per-round record: every round of every federated method that ran, judged by the oracle
+    expected_rounds = {"retrain": [1, 2], "finetune": [1], "gradient-ascent": [1, 2], "federaser": [1, 2]}
+    for method, rounds in expected_rounds.items():
+        assert [p["round"] for p in by[method]["rounds"]] == rounds, method
+        assert all(0 <= p["acc"] <= 1 and 0 <= p["auc"] <= 1 for p in by[method]["rounds"])
+    assert by["retrain"]["rounds"][-1]["acc"] == pytest.approx(by["retrain"]["acc"])
+    assert 1 <= len(by["forsaken"]["rounds"]) <= baselines.RunConfig().unlearn_rounds
+    assert by["forsaken"]["rounds"][-1]["acc"] == pytest.approx(by["forsaken"]["acc"])
+    curves = paper_table.round_curves(doc["rows"])["breast-cancer"]
+    assert curves["finetune"][0] == (0, 0.0, pytest.approx(by["finetune"]["acc-original"]))
+    assert "results_rounds.png" in text
+    assert not out.with_suffix(".partial.jsonl").exists()  # a finished run keeps no partial file
+
+
+def test_an_interrupted_run_resumes_from_its_finished_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, docs = tmp_path / "paper_table.json", tmp_path / "docs"
+    argv = ["--datasets", "breast-cancer", "--seeds", "0", "1", "--methods", "retrain", "finetune"]
+    argv += ["--rounds", "1", "--local-epochs", "1", "--out", str(out), "--docs", str(docs)]
+    real = paper_table.run_setting
+
+    def crash_on_seed_1(dataset: str, seed: int, *args: object) -> list:
+        if seed == 1:
+            raise KeyboardInterrupt  # the machine goes away in the middle of the second setting
+        return real(dataset, seed, *args)
+
+    monkeypatch.setattr(paper_table, "run_setting", crash_on_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        paper_table.main(argv)
+    partial = out.with_suffix(".partial.jsonl")
+    assert partial.exists() and not out.exists()
+    monkeypatch.setattr(paper_table, "run_setting", real)
+    calls: list[int] = []
+
+    def counting(dataset: str, seed: int, *args: object) -> list:
+        calls.append(seed)
+        return real(dataset, seed, *args)
+
+    monkeypatch.setattr(paper_table, "run_setting", counting)
+    assert paper_table.main([*argv, "--resume"]) == 0
+    assert calls == [1]  # seed 0 was not run again
+    doc = json.loads(out.read_text())
+    assert [(r["seed"], r["method"]) for r in doc["rows"]] == [
+        (0, "retrain"),
+        (0, "finetune"),
+        (1, "retrain"),
+        (1, "finetune"),
+    ]
+    assert doc["resumed-settings"] == ["breast-cancer/0"] and not partial.exists()
+    # resuming with other options is refused rather than mixing incomparable rows
+    partial.write_text(json.dumps({"key": {"methods": ["pga"]}}) + "\n")
+    with pytest.raises(SystemExit, match="other options"):
+        paper_table.main([*argv, "--resume"])

@@ -10,6 +10,13 @@
 * ``forget``: a mapping ``partition id -> global training ids`` (the withdrawn samples of each
   withdrawing client), checked by :func:`check_forget`.
 
+**Per-round observation** (for plots and audits): every federated method takes ``observe``, a
+callable ``observe(round, state_dict)`` called with the global model after each of its unlearning
+rounds (1, 2, ...: retraining's and FedEraser's rounds, fine-tuning's and the repair rounds; for
+gradient ascent and PGA round 1 is the model right after the client's delta is added). The seconds
+the observer takes are left out of ``seconds`` (:class:`Observation`), so observing does not change
+a method's measured cost; the model is identical with and without it.
+
 Communication is counted as in the Flower flow: a client taking part in a round downloads the global
 model and uploads its state (2 x the model's bytes); a client computing a delta downloads the model
 and uploads the delta.
@@ -18,7 +25,8 @@ and uploads the delta.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Forget",
+    "Observation",
+    "Observer",
     "Original",
     "UnlearnResult",
     "add_delta",
@@ -46,6 +56,40 @@ __all__ = [
 
 Forget = Mapping[int, np.ndarray]
 """partition id -> global training ids that client withdraws."""
+
+Observer = Callable[[int, Mapping[str, torch.Tensor]], None]
+"""``observe(round, state_dict)``: sees the global model after each unlearning round (read only)."""
+
+
+class Observation:
+    """Calls an optional :data:`Observer` and keeps the seconds it took (to leave them out of a cost).
+
+    ``offset`` is added to the round numbers it is called with (repair rounds after a client step).
+    """
+
+    def __init__(self, observe: Observer | None, offset: int = 0) -> None:
+        if observe is not None and not callable(observe):
+            raise ValueError(f"observe must be a callable observe(round, state_dict), got {observe!r}")
+        self.observe = observe
+        self.offset = offset
+        self.seconds = 0.0
+        self.rounds_seen = 0
+
+    def __call__(self, round_: int, state: Mapping[str, Any]) -> None:
+        if self.observe is None:
+            return
+        start = time.perf_counter()
+        tensors = {
+            k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in state.items()
+        }
+        self.observe(self.offset + round_, tensors)
+        self.seconds += time.perf_counter() - start
+
+    def on_round(self, update: RoundUpdate) -> None:
+        """A ``fedavg(on_round=...)`` hook: observe the round's result, rounds counted from 1."""
+        if self.observe is not None and update.averaged is not None:
+            self(self.rounds_seen + 1, update.averaged)
+        self.rounds_seen += 1
 
 
 @dataclasses.dataclass(eq=False)

@@ -35,6 +35,8 @@ import torch
 from fedforget import training
 from fedforget.baselines.base import (
     Forget,
+    Observation,
+    Observer,
     Original,
     UnlearnResult,
     build_model,
@@ -125,8 +127,12 @@ def federaser(
     *,
     calibration_epochs: int | None = None,
     evaluate: bool = False,
+    observe: Observer | None = None,
 ) -> UnlearnResult:
-    """Calibration training over ``original.federaser`` without the ``forget`` ids (module docstring)."""
+    """Calibration training over ``original.federaser`` without the ``forget`` ids (module docstring).
+
+    ``observe(round, state_dict)`` sees the model after each calibration round (its time not counted).
+    """
     config = original.config
     store = original.federaser
     if store is None or not store.rounds:
@@ -148,6 +154,7 @@ def federaser(
             clients.append(client)
     if not clients:
         raise ValueError("every client's data is withdrawn: no remaining client to calibrate with")
+    observation = Observation(observe)
     start = time.perf_counter()
     model = build_model(config)
     first = store.rounds[0]
@@ -181,7 +188,8 @@ def federaser(
             dataset_eval = _test_accuracy(config, model)
             row["test-accuracy"] = dataset_eval
         history.append(row)
-    seconds = time.perf_counter() - start
+        observation(j, current)
+    seconds = time.perf_counter() - start - observation.seconds
     state_dict = {k: torch.from_numpy(np.array(v)) for k, v in current.items()}
     size = model_bytes(state_dict)
     return UnlearnResult(

@@ -31,6 +31,8 @@ from fedforget import training
 from fedforget.baselines.ascent import ascend
 from fedforget.baselines.base import (
     Forget,
+    Observation,
+    Observer,
     Original,
     UnlearnResult,
     add_delta,
@@ -43,7 +45,14 @@ from fedforget.baselines.finetune import run_repair
 from fedforget.client_data import ClientData
 from fedforget.models import criterion_for
 
-__all__ = ["AscentConfig", "AscentOutcome", "ascent_delta", "constant_model_loss", "gradient_ascent"]
+__all__ = [
+    "AscentConfig",
+    "AscentOutcome",
+    "apply_and_repair",
+    "ascent_delta",
+    "constant_model_loss",
+    "gradient_ascent",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +172,38 @@ def client_deltas(
     return total, history, seconds
 
 
+def apply_and_repair(
+    original: Original,
+    forget: Mapping[int, np.ndarray],
+    delta: Mapping[str, torch.Tensor],
+    repair_rounds: int,
+    *,
+    started: float,
+    evaluate: bool = False,
+    observe: Observer | None = None,
+) -> tuple[dict[str, torch.Tensor], float, float, list[dict[str, Any]]]:
+    """The server side of a client-side method: ``w + delta``, then ``repair_rounds`` FedAvg rounds.
+
+    Returns ``(state_dict, wall seconds since started, repair client seconds, repair history)``;
+    ``observe`` sees round 1 = ``w + delta`` and the repair rounds as 2, 3, ... (its time not counted).
+    """
+    state = add_delta(original.state_dict, delta)
+    observation = Observation(observe)
+    observation(1, state)
+    repair_observation = Observation(observe, offset=1)
+    state, _, repair_client_seconds, repair_history = run_repair(
+        original,
+        forget,
+        state,
+        repair_rounds,
+        method="repair",
+        evaluate=evaluate,
+        observation=repair_observation,
+    )
+    seconds = time.perf_counter() - started - observation.seconds - repair_observation.seconds
+    return state, seconds, repair_client_seconds, repair_history
+
+
 def gradient_ascent(
     original: Original,
     forget: Forget,
@@ -170,8 +211,12 @@ def gradient_ascent(
     config: AscentConfig | None = None,
     repair_rounds: int = 1,
     evaluate: bool = False,
+    observe: Observer | None = None,
 ) -> UnlearnResult:
-    """Bounded ascent on every withdrawing client, deltas summed onto ``w``, then repair rounds."""
+    """Bounded ascent on every withdrawing client, deltas summed onto ``w``, then repair rounds.
+
+    ``observe(round, state_dict)``: :func:`apply_and_repair` (its time is not counted).
+    """
     config = config or AscentConfig(seed=original.config.seed)
     config.validate()
     forget = check_forget(original.config, forget)
@@ -180,15 +225,14 @@ def gradient_ascent(
     delta, history, client_seconds = client_deltas(
         original, forget, lambda model, client, x, y: ascent_delta(model, (x, y), config)
     )
-    state = add_delta(original.state_dict, delta)
-    state, _, repair_client_seconds, repair_history = run_repair(
-        original, forget, state, repair_rounds, method="repair", evaluate=evaluate
+    state, seconds, repair_client_seconds, repair_history = apply_and_repair(
+        original, forget, delta, repair_rounds, started=start, evaluate=evaluate, observe=observe
     )
     size = model_bytes(state)
     return UnlearnResult(
         method="gradient-ascent",
         state_dict=state,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         client_seconds=client_seconds + repair_client_seconds,
         bytes_sent=2 * size * len(forget) + 2 * size * original.config.num_clients * repair_rounds,
         storage_bytes=0,

@@ -38,16 +38,15 @@ from fedforget import training
 from fedforget.baselines.ascent import ascend, param_distance, project_to_ball
 from fedforget.baselines.base import (
     Forget,
+    Observer,
     Original,
     UnlearnResult,
-    add_delta,
     build_model,
     check_forget,
     check_positive,
     model_bytes,
 )
-from fedforget.baselines.finetune import run_repair
-from fedforget.baselines.gradient_ascent import AscentOutcome, _check_pair, _check_rounds
+from fedforget.baselines.gradient_ascent import AscentOutcome, _check_pair, _check_rounds, apply_and_repair
 from fedforget.client_data import ClientData
 
 __all__ = ["PGAConfig", "PGAOutcome", "default_radius", "pga", "pga_delta", "reference_state"]
@@ -191,8 +190,12 @@ def pga(
     config: PGAConfig | None = None,
     repair_rounds: int = 1,
     evaluate: bool = False,
+    observe: Observer | None = None,
 ) -> UnlearnResult:
-    """PGA on the one withdrawing client (module docstring), its delta added to ``w``, then repair."""
+    """PGA on the one withdrawing client (module docstring), its delta added to ``w``, then repair.
+
+    ``observe(round, state_dict)``: as :func:`~fedforget.baselines.gradient_ascent.apply_and_repair`.
+    """
     config = config or PGAConfig(seed=original.config.seed)
     config.validate()
     forget = check_forget(original.config, forget)
@@ -221,16 +224,15 @@ def pga(
         factory=lambda seed: build_model(original.config.replace(seed=seed)),
         config=config,
     )
-    state = add_delta(original.state_dict, outcome.delta)
-    state, _, repair_client_seconds, repair_history = run_repair(
-        original, forget, state, repair_rounds, method="repair", evaluate=evaluate
+    state, seconds, repair_client_seconds, repair_history = apply_and_repair(
+        original, forget, outcome.delta, repair_rounds, started=start, evaluate=evaluate, observe=observe
     )
     size = model_bytes(state)
     history = [{"client": pid, **row} for row in outcome.history]
     return UnlearnResult(
         method="pga",
         state_dict=state,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         client_seconds=outcome.seconds + repair_client_seconds,
         bytes_sent=2 * size + 2 * size * original.config.num_clients * repair_rounds,
         storage_bytes=model_bytes(client_state),  # the client keeps its last local model

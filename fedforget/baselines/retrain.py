@@ -16,6 +16,8 @@ import time
 
 from fedforget.baselines.base import (
     Forget,
+    Observation,
+    Observer,
     Original,
     UnlearnResult,
     check_forget,
@@ -27,13 +29,21 @@ from fedforget.federated import fedavg
 __all__ = ["retrain"]
 
 
-def retrain(original: Original, forget: Forget, *, evaluate: bool = False) -> UnlearnResult:
-    """FedAvg from scratch over ``original.config`` without the ``forget`` ids (same rounds and seeds)."""
+def retrain(
+    original: Original, forget: Forget, *, evaluate: bool = False, observe: Observer | None = None
+) -> UnlearnResult:
+    """FedAvg from scratch over ``original.config`` without the ``forget`` ids (same rounds and seeds).
+
+    ``observe(round, state_dict)`` sees the model after every round (its time is not counted).
+    """
     config = original.config
     forget = check_forget(config, forget)
+    observation = Observation(observe)
     start = time.perf_counter()
-    result = fedavg(config, exclude=remaining_exclude(forget), evaluate=evaluate)
-    seconds = time.perf_counter() - start
+    result = fedavg(
+        config, exclude=remaining_exclude(forget), evaluate=evaluate, on_round=observation.on_round
+    )
+    seconds = time.perf_counter() - start - observation.seconds
     size = model_bytes(result.state_dict)
     return UnlearnResult(
         method="retrain",
