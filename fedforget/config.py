@@ -69,6 +69,7 @@ class RunConfig:
     max_update_ratio: float = 100.0
     ledger: str = ""
     resume: int = 0
+    retrain_reference: int = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -176,6 +177,13 @@ class RunConfig:
         )
         _require(self.log_messages in (0, 1), "log-messages", self.log_messages, "0 or 1")
         _require(self.resume in (0, 1), "resume", self.resume, "0 or 1 (1: continue run-id's record)")
+        _require(
+            self.retrain_reference in (0, 1),
+            "retrain-reference",
+            self.retrain_reference,
+            "0 or 1 (1: after each unlearning, retrain without the withdrawn data in the server process "
+            "and judge it with the same oracle; simulation only)",
+        )
         _require(
             self.resume == 0 or bool(self.run_id),
             "resume",

@@ -51,6 +51,24 @@ def plot_run(record: RunRecord, path: Path | None = None) -> Path:
         xs, series("attack-auc"), marker="^", color="tab:purple", label="attack AUC (forget vs never seen)"
     )
     bottom.axhline(0.5, color="gray", linestyle=":", linewidth=1)
+    labelled = False
+    for row in record.metrics():  # the retrain reference (retrain-reference = 1): where retraining lands
+        if row.get("event") == "retrain-reference" and row.get("fr-retrain") is not None:
+            at = [
+                x
+                for x, (label, r) in zip(xs, steps, strict=True)
+                if label.startswith("U") and r.get("round") == row["round"]
+            ]
+            if at:
+                bottom.plot(
+                    [min(at) - 0.4, max(at) + 0.4],
+                    [row["fr-retrain"]] * 2,
+                    color="tab:red",
+                    linestyle="--",
+                    linewidth=1.5,
+                    label=None if labelled else "FR of a model retrained without the data",
+                )
+                labelled = True
     bottom.set_ylabel("FR / AUC")
     bottom.set_ylim(min(-0.05, *[v for v in series("fr") if v == v] or [0.0]), 1.05)
     bottom.legend(loc="best")

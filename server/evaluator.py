@@ -355,12 +355,16 @@ class ForgettingEvaluator:
         }
         return summary, failed
 
+    def active(self) -> list[KnownRequest]:
+        """The requests FR is measured over: judged before unlearning, and unlearning or unlearned."""
+        return [r for r in self.requests.values() if r.before is not None and r.outcome != "pending"]
+
     def measure(self, grid: Grid, arrays: ArrayRecord, server_round: int) -> dict[str, Any]:
         """FR and accuracies over every request unlearned so far, on the current global model.
 
         A round in which an owner fails reports no FR (``fr-missing`` lists the failed nodes).
         """
-        active = [r for r in self.requests.values() if r.before is not None and r.outcome != "pending"]
+        active = self.active()
         if not active:
             return {}
         result = self.query(grid, arrays, server_round, active)

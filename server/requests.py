@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 from server.console import RoundTable
 from server.evaluator import ForgettingEvaluator, KnownRequest
 from server.ledger import Key
+from server.retrain_reference import retrain_reference
 from server.server_methods import TrainRound
 from server.setup import PreparedRun
 from server.unlearning import model_hash, run_unlearning, target_met
@@ -96,6 +97,7 @@ def handle_withdrawals(
     members = sum(sum((r.before or {}).values()) for r in result.done)
     total = sum(len(r.ids) for r in result.done)
     met = target_met(run.config.unlearn_target, run.config.target_fr, last)
+    reference = _retrain_reference(grid, run, evaluator, server_round, table, last)
     receipt = {
         "run-id": run.config.run_id,
         "round": server_round,
@@ -109,6 +111,7 @@ def handle_withdrawals(
         "a-f": last.get("a-f"),
         "test-accuracy-before": accuracy_before["test-accuracy"],
         "test-accuracy-after": last.get("test-accuracy"),
+        **{k: reference[k] for k in RECEIPT_REFERENCE if k in reference},
         "model-hash-before": model_hash(state_before),
         "model-hash-after": model_hash(state_after),
         **{f"cost-{k}": v for k, v in result.cost.items()},
@@ -124,6 +127,41 @@ def handle_withdrawals(
     evaluator.write_withdrawals()
     deliver_receipts(grid, run, evaluator, server_round, result.done)
     return result.arrays
+
+
+RECEIPT_REFERENCE = ("fr-retrain", "attack-auc-retrain", "test-accuracy-retrain")
+"""What a receipt carries of the retrain reference (with ``retrain-reference = 1``)."""
+
+
+def _retrain_reference(
+    grid: Grid,
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    server_round: int,
+    table: RoundTable,
+    last: dict[str, Any],
+) -> dict[str, Any]:
+    """With ``retrain-reference = 1``: the retrained model's FR beside the unlearned one's, recorded."""
+    if not run.config.retrain_reference:
+        return {}
+    reference = retrain_reference(grid, run, evaluator, server_round)
+    if not reference:
+        return {}
+    run.record.append_metrics(
+        {"round": server_round, "phase": "unlearn", "event": "retrain-reference", **reference}
+    )
+
+    def show(value: Any, digits: int = 3) -> str:
+        return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+    table.print_event(
+        f"retrain reference ({reference['retrain-rounds']} rounds without the withdrawn data, "
+        f"{reference['retrain-seconds']:.1f}s): FR {show(reference.get('fr-retrain'))} "
+        f"(unlearned: {show(last.get('fr'))}), attack AUC {show(reference.get('attack-auc-retrain'))} "
+        f"(unlearned: {show(last.get('attack-auc'))}), test accuracy "
+        f"{show(reference['test-accuracy-retrain'], 4)} (unlearned: {show(last.get('test-accuracy'), 4)})"
+    )
+    return reference
 
 
 def deliver_receipts(

@@ -130,11 +130,15 @@ def summary_lines(record: RunRecord) -> list[str]:
             fr_text = "-" if fr is None else f"{fr:.3f}"
             before = receipt.get("test-accuracy-before", float("nan"))
             after = receipt.get("test-accuracy-after", float("nan"))
+            reference = receipt.get("fr-retrain")
+            reference_text = (
+                "" if reference is None else f"; a model retrained without them: FR {reference:.3f}"
+            )
             lines.append(
                 f"withdrawal {request['request-id']} ({request['num-ids']} samples of client "
                 f"{request['client']}): {request['outcome']} in {receipt.get('unlearn-rounds', 0)} "
                 f"unlearning round(s); FR {fr_text} ({receipt.get('b-t')} of {request['num-ids']} judged "
-                f"members before); test accuracy {before:.4f} -> {after:.4f} by unlearning"
+                f"members before{reference_text}); test accuracy {before:.4f} -> {after:.4f} by unlearning"
             )
     return lines
 

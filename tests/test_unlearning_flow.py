@@ -157,3 +157,42 @@ def test_a_poisoned_update_and_a_claim_on_foreign_data_are_refused(tmp_path: Pat
     claims = [r for r in rows if r.get("event") == "node-failed" and "its own data" in r["reason"]]
     assert claims and claims[0]["node"] == 101
     assert run.ledger.entries() == [] and not (run.record.path / "withdrawals.json").exists()
+
+
+def test_the_retrain_reference_is_recorded_beside_the_fr(tmp_path: Path) -> None:
+    """retrain-reference=1: after unlearning, the server retrains without the withdrawn samples and the
+    owners judge it with the same oracle; its FR/AUC/accuracy go into a metrics row and the receipts."""
+    from fedforget.config import RunConfig
+    from fedforget.federated import fedavg
+    from fedforget.plots import plot_run
+    from simulations.run import summary_lines
+
+    run_config = _run_config(tmp_path, **{"retrain-reference": 1})
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path), run)
+    rows = run.record.metrics()
+    (reference,) = [r for r in rows if r.get("event") == "retrain-reference"]
+    assert reference["round"] == 2 and reference["retrain-rounds"] == 1 and reference["retrain-exact"]
+    assert reference["retrain-seconds"] > 0
+    assert reference["fr-retrain"] is None or -10 < reference["fr-retrain"] <= 1
+    assert 0 <= reference["attack-auc-retrain"] <= 1 and 0 <= reference["forget-accuracy-retrain"] <= 1
+    # the reference is the model a federation that never saw the samples has: FedAvg without them
+    requests = run.record.read_json("withdrawals.json")["requests"]
+    exclude = {r["client"]: np.asarray(r["global-ids"]) for r in requests}
+    assert sorted(exclude) == [0, 1]
+    config = RunConfig.from_mapping(run_config)
+    expected = fedavg(config, exclude=exclude, rounds=1, evaluate=False).test_accuracy
+    assert reference["test-accuracy-retrain"] == pytest.approx(expected, abs=1e-9)
+    for request in requests:
+        receipt = request["receipt"]
+        assert receipt["test-accuracy-retrain"] == reference["test-accuracy-retrain"]
+        assert receipt["fr-retrain"] == reference["fr-retrain"]
+    assert any("retrained without them" in line for line in summary_lines(run.record)) == (
+        reference["fr-retrain"] is not None
+    )
+    assert plot_run(run.record).stat().st_size > 0
+    # off by default: no retraining, nothing recorded
+    plain_config = _run_config(tmp_path / "plain")
+    plain = prepare_run(plain_config)
+    run_federated_training(InProcessGrid(plain_config, tmp_path / "plain"), plain)
+    assert not any(r.get("event") == "retrain-reference" for r in plain.record.metrics())
