@@ -21,17 +21,17 @@ the receipt (the device stores it idempotently).
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from server.attempt import Attempt, EvaluateGlobal, TrainRound
 from server.console import RoundTable
 from server.evaluator import ForgettingEvaluator, KnownRequest
 from server.ledger import Key
 from server.retrain_reference import retrain_reference
-from server.server_methods import TrainRound
 from server.setup import PreparedRun
 from server.unlearning import model_hash, run_unlearning, target_met
 
@@ -45,7 +45,7 @@ def handle_withdrawals(
     requests: list[KnownRequest],
     table: RoundTable,
     applied: MutableMapping[Key, dict[str, Any]],
-    evaluate_global: Callable[[PreparedRun, ArrayRecord], dict[str, float]],
+    evaluate_global: EvaluateGlobal,
     train_round: TrainRound | None = None,
 ) -> ArrayRecord:
     """One unlearning attempt for ``requests`` before training round ``server_round``.
@@ -85,9 +85,8 @@ def handle_withdrawals(
     state_before = arrays.to_torch_state_dict()
     if "before-unlearning" not in record.named_checkpoints():
         record.save_named_checkpoint("before-unlearning", state_before)
-    result = run_unlearning(
-        grid, run, evaluator, arrays, server_round, requests, table, evaluate_global, train_round
-    )
+    attempt = Attempt(grid, run, evaluator, server_round, requests, table, evaluate_global, train_round)
+    result = run_unlearning(attempt, arrays)
     for node, reason in result.failed.items():
         _fail(run, evaluator, [r for r in requests if r.node_id == node], server_round, reason)
     if not result.done:

@@ -37,14 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
 
 from clients.codec import oracle_to_records
+from server.attempt import Attempt, new_cost
 from server.console import RoundTable
-from server.evaluator import QUERY_TIMEOUT_S, ForgettingEvaluator, KnownRequest, message_config
+from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
 from server.exchange import exchange
-from server.server_methods import SERVER_METHODS, TrainRound, run_server_method
-from server.setup import PreparedRun
+from server.server_methods import SERVER_METHODS, run_server_method
 from server.validation import MaskRejected, parameter_names, validate_mask
 
 AUC_TOLERANCE = 0.03
@@ -98,17 +97,7 @@ class UnlearningResult:
     """``client-seconds``, ``bytes-sent``, ``unlearn-seconds`` summed over the attempt's rounds."""
 
 
-def run_unlearning(
-    grid: Grid,
-    run: PreparedRun,
-    evaluator: ForgettingEvaluator,
-    arrays: ArrayRecord,
-    server_round: int,
-    requests: list[KnownRequest],
-    table: RoundTable,
-    evaluate_global: Any,
-    train_round: TrainRound | None = None,
-) -> UnlearningResult:
+def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
     """Unlearning rounds for ``requests``, tolerant of nodes that die or send bad masks.
 
     Client-side methods (forsaken, gradient-ascent, pga: ``unlearn-method`` is sent in the message)
@@ -117,13 +106,11 @@ def run_unlearning(
     and its requests are returned as not done. Server-side methods (finetune, retrain) run FedAvg
     rounds through ``train_round`` (``server/server_methods.py``).
     """
+    grid, run, evaluator, table = attempt.grid, attempt.run, attempt.evaluator, attempt.table
+    server_round, requests = attempt.server_round, attempt.requests
     config, record = run.config, run.record
     if config.unlearn_method in SERVER_METHODS:
-        if train_round is None:
-            raise ValueError(f"unlearn-method {config.unlearn_method!r} needs the loop's train_round")
-        model, failed_nodes, last, cost = run_server_method(
-            grid, run, evaluator, arrays, server_round, requests, table, evaluate_global, train_round
-        )
+        model, failed_nodes, last, cost = run_server_method(attempt, arrays)
         for r in requests:
             if r.node_id in failed_nodes:
                 r.outcome, r.before = "pending", None
@@ -138,7 +125,7 @@ def run_unlearning(
     applied: dict[int, dict[str, np.ndarray]] = {}  # node -> the sum of its accepted masks
     failed: dict[int, str] = {}
     row: dict[str, Any] = {}
-    cost = {"client-seconds": 0.0, "bytes-sent": 0.0, "unlearn-seconds": 0.0}
+    cost = new_cost()
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         live = {n: items for n, items in by_node.items() if n not in failed}
         if not live:
@@ -207,7 +194,7 @@ def run_unlearning(
             "unlearn-round": unlearn_round,
             "method": config.unlearn_method,
             "request-ids": [r.request_id for items in live.values() for r in items],
-            **evaluate_global(run, arrays),
+            **attempt.evaluate_global(run, arrays),
             "masks-accepted": len(accepted),
             "masks-rejected": len(messages) - len(accepted),
             "mask-l2": float(
