@@ -75,6 +75,24 @@ def test_quick_smallest_setting_writes_finite_results(
     assert curves["finetune"][0] == (0, 0.0, pytest.approx(by["finetune"]["acc-original"]))
     assert "results_rounds.png" in text
     assert not out.with_suffix(".partial.jsonl").exists()  # a finished run keeps no partial file
+    assert (
+        "## Forsaken per dataset" in text and "| breast-cancer |" in text.split("## Forsaken per dataset")[1]
+    )
+    # the page and plots can be rendered again from the results alone
+    again = tmp_path / "again"
+    assert paper_table.main(["--render", str(out), "--docs", str(again)]) == 0
+    rendered = (again / "results.md").read_text()
+    assert (
+        rendered.replace(
+            f" This page was rendered again from them by `python -m simulations.paper_table "
+            f"--render {out} --docs {again}`.",
+            "",
+        )
+        == text
+    )
+    assert (again / "results_rounds.png").exists()
+    with pytest.raises(SystemExit, match="does not exist"):
+        paper_table.main(["--render", str(tmp_path / "missing.json"), "--docs", str(again)])
 
 
 def test_an_interrupted_run_resumes_from_its_finished_settings(
