@@ -143,7 +143,20 @@ def _retrain_reference(
     """With ``retrain-reference = 1``: the retrained model's FR beside the unlearned one's, recorded."""
     if not run.config.retrain_reference:
         return {}
-    reference = retrain_reference(grid, run, evaluator, server_round)
+    try:
+        reference = retrain_reference(grid, run, evaluator, server_round)
+    except Exception as error:  # noqa: BLE001 - an instrument: its failure must not undo the unlearning
+        reason = f"{type(error).__name__}: {error}"
+        run.record.append_metrics(
+            {
+                "round": server_round,
+                "phase": "unlearn",
+                "event": "retrain-reference",
+                "retrain-error": reason,
+            }
+        )
+        table.print_event(f"retrain reference failed ({reason}); recorded as missing, the unlearning stands")
+        return {}
     if not reference:
         return {}
     run.record.append_metrics(

@@ -196,3 +196,31 @@ def test_the_retrain_reference_is_recorded_beside_the_fr(tmp_path: Path) -> None
     plain = prepare_run(plain_config)
     run_federated_training(InProcessGrid(plain_config, tmp_path / "plain"), plain)
     assert not any(r.get("event") == "retrain-reference" for r in plain.record.metrics())
+
+
+def test_a_failing_retrain_reference_is_recorded_and_the_unlearning_stands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain reference is an instrument: if its in-process retraining fails (fault injected here:
+    the retraining runs out of memory), the run records the error and commits the unlearning all the same."""
+    import server.retrain_reference
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError("injected: no memory left for the retraining")
+
+    monkeypatch.setattr(server.retrain_reference, "fedavg", out_of_memory)
+    run_config = _run_config(tmp_path, **{"retrain-reference": 1})
+    run = prepare_run(run_config)
+    run_federated_training(InProcessGrid(run_config, tmp_path), run)
+    rows = run.record.metrics()
+    (reference,) = [r for r in rows if r.get("event") == "retrain-reference"]
+    assert reference["round"] == 2 and "MemoryError: injected" in reference["retrain-error"]
+    assert "fr-retrain" not in reference
+    requests = run.record.read_json("withdrawals.json")["requests"]
+    assert len(requests) == 2
+    for request in requests:
+        assert request["outcome"] in ("unlearned", "unlearned-below-target")
+        assert "fr-retrain" not in request["receipt"]
+    entries = run.ledger.entries()
+    assert len(entries) == 2 and all(e.outcome == request["outcome"] for e in entries)
+    assert all(e.receipt is not None and "fr-retrain" not in e.receipt for e in entries)
