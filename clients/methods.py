@@ -39,6 +39,13 @@ from fedforget.forsaken import ForsakenConfig
 from fedforget.mia import MembershipOracle
 
 CLIENT_METHODS = ("forsaken", "gradient-ascent", "pga")
+
+
+def guard_name(key: str) -> str:
+    """The message key of one of Forsaken's guarded accuracies: ``retain_acc`` -> ``guard-retain-acc``."""
+    return "guard-" + key.replace("_", "-")
+
+
 """Methods whose unlearning is a delta computed on the withdrawing device."""
 
 ASCENT_LEARNING_RATE = 0.01
@@ -109,6 +116,11 @@ def _forsaken(
         max_steps=int(config.get("forsaken-steps", run.forsaken_steps)),
         seed=run.seed * 7_919 + setup.server_round,
     )
+    # The guard's baseline: from the server (what this device reported in the attempt's first round),
+    # so the accuracy budget bounds the whole withdrawal, not each unlearning round.
+    baseline = None
+    if all(guard_name(key) in config for key in forsaken.GUARDED):
+        baseline = {key: float(config[guard_name(key)]) for key in forsaken.GUARDED}
     result = forsaken.unlearn(
         setup.model,
         forget=forget,
@@ -116,9 +128,12 @@ def _forsaken(
         retain=(x_keep[keep], y_keep[keep]),
         config=forsaken_config,
         oracle=oracle,
+        accuracy_baseline=baseline,
     )
     final = result.final
+    guard = baseline if baseline is not None else {key: result.history[0][key] for key in forsaken.GUARDED}
     metrics = {
+        **{guard_name(key): float(value) for key, value in guard.items()},
         "steps": result.steps,
         "client-seconds": result.seconds,
         "neurons-touched": result.neurons_touched,

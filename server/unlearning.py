@@ -17,7 +17,9 @@ For a batch of new withdrawal requests (several clients may withdraw in the same
    order equals applying them one after another;
 4. the evaluator measures FR, accuracies and attack AUC on the new model; the round repeats, up to
    ``unlearn-rounds`` times, until the target is met: ``unlearn-target=fr`` -> FR >= ``target-fr``;
-   ``unlearn-target=retrain`` -> forget-vs-reference attack AUC within 0.03 of 0.5.
+   ``unlearn-target=retrain`` -> forget-vs-reference attack AUC within 0.03 of 0.5. A device's
+   ``guard-*`` metrics of its first round (Forsaken's accuracies before the attempt) are sent back to
+   it in the later rounds, so its accuracy guard bounds the whole attempt, not each round.
 
 An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a mask that
 fails validation in any round drops out, every mask it sent in the attempt is taken back out of the
@@ -126,6 +128,9 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
     failed: dict[int, str] = {}
     row: dict[str, Any] = {}
     cost = new_cost()
+    # a device's "guard-*" metrics of its first round go back to it in the later rounds: Forsaken's
+    # accuracy guard stays relative to the model before the attempt (clients/methods.py)
+    guards: dict[int, dict[str, float]] = {}
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         live = {n: items for n, items in by_node.items() if n not in failed}
         if not live:
@@ -140,6 +145,7 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
                 "unlearn-target": config.unlearn_target,
                 "target-fr": config.target_fr,
                 "forsaken-steps": config.forsaken_steps,
+                **guards.get(node_id, {}),
             }
             content = RecordDict(
                 {
@@ -178,6 +184,8 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
                 _log_rejection(record, table, server_round, node, str(error))
                 continue
             accepted.append(mask)
+            metrics = reply.content["metrics"]
+            guards.setdefault(node, {k: float(metrics[k]) for k in metrics if k.startswith("guard-")})
             total = applied.setdefault(node, {})
             for name, delta in mask.items():
                 total[name] = total[name] + delta if name in total else delta.copy()

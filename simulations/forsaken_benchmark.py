@@ -174,8 +174,11 @@ def unlearn_like_the_federation(
     client: ClientData,
     forget_ids: np.ndarray,
     server_round: int,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Forsaken unlearning rounds as ``clients/app.py`` + ``server/unlearning.py`` do them; timed."""
+    """Forsaken unlearning rounds as ``clients/app.py`` + ``server/unlearning.py`` do them; timed.
+
+    ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``; the federation has none)."""
     from server.unlearning import MaskRejected, parameter_names, target_met, validate_mask
 
     _, x_forget, y_forget = client.subset(forget_ids)
@@ -189,12 +192,14 @@ def unlearn_like_the_federation(
     rng = np.random.default_rng([config.seed, server_round, client.partition_id, 97])
     keep = rng.permutation(len(y_keep))[: config.retain_samples]
     rounds: list[dict[str, Any]] = []
+    baseline = None  # the guard's accuracies before the first round, sent back in the later ones
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         forsaken_config = ForsakenConfig(
             target=config.unlearn_target,
             target_fr=config.target_fr,
             max_steps=config.forsaken_steps,
             seed=config.seed * 7_919 + server_round,
+            **(overrides or {}),
         )
         result = forsaken.unlearn(
             model,
@@ -203,7 +208,10 @@ def unlearn_like_the_federation(
             retain=(x_keep[keep], y_keep[keep]),
             config=forsaken_config,
             oracle=oracle,
+            accuracy_baseline=baseline,
         )
+        if baseline is None:
+            baseline = {key: result.history[0][key] for key in forsaken.GUARDED}
         mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
         row: dict[str, Any] = {
             "unlearn-round": unlearn_round,
@@ -277,7 +285,7 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         forget_ids = resolve_ids(request, client.train_ids, client.y_train, config.seed)
         # ---------------------------------------------------------------- Forsaken
         unlearned = unlearn_like_the_federation(
-            config, original_model, oracle, client, forget_ids, server_round
+            config, original_model, oracle, client, forget_ids, server_round, args.forsaken
         )
         before = unlearned["before"]
         # ---------------------------------------------------------------- retrain from scratch
@@ -470,6 +478,8 @@ def run_in_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
             passed += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.quick:
         passed.append("--quick")
+    if args.forsaken:
+        passed += ["--forsaken", *(f"{k}={v}" for k, v in args.forsaken.items())]
 
     def run_unit(unit: tuple[str, str]) -> Path:
         out = parts_dir / f"{unit[0]}-{unit[1]}.json"
@@ -575,6 +585,39 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def forsaken_overrides(pairs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """``["escalation=0.1", ...]`` -> ``{"escalation": 0.1}``, typed like ForsakenConfig's defaults and
+    validated by building a ForsakenConfig with them."""
+    fields = {f.name: f for f in dataclasses.fields(ForsakenConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields or key in ("seed", "max_steps", "target", "target_fr"):
+            parser.error(
+                f"--forsaken {pair!r}: expected KEY=VALUE with KEY a ForsakenConfig field other than seed, "
+                f"max_steps, target, target_fr (those come from the run config)"
+            )
+        default = fields[key].default
+        try:
+            if isinstance(default, bool):
+                value: Any = {"true": True, "1": True, "false": False, "0": False}[raw.strip().lower()]
+            elif isinstance(default, int):
+                value = int(raw)
+            elif isinstance(default, float):
+                value = float(raw)
+            else:
+                value = raw.strip()
+        except (KeyError, ValueError):
+            parser.error(f"--forsaken {pair!r}: {raw!r} is not of type {type(default).__name__}")
+        out[key] = value
+    try:
+        ForsakenConfig(**out)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--forsaken: {error}")
+    return out
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="digits + location, IID only, 5%% only")
@@ -600,6 +643,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--forsaken-steps", type=int, help="forsaken-steps (default: the config's, 30)")
     parser.add_argument("--unlearn-rounds", type=int, help="unlearn-rounds (default: the config's, 3)")
     parser.add_argument("--max-train-samples", type=int, help="for mnist / fashion-mnist (default 6000)")
+    parser.add_argument(
+        "--forsaken",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="ForsakenConfig fields to change, e.g. --forsaken escalation=0.1 patience=4 (default: none)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--progress", action="store_true", help="tqdm bars over the FedAvg rounds too")
     parser.add_argument("--no-bar", action="store_true", help="no progress bar over the trained models")
@@ -610,6 +659,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run the (dataset, partitioning) pairs as this many processes at a time (1 torch thread each)",
     )
     args = parser.parse_args(argv)
+    args.forsaken = forsaken_overrides(args.forsaken or [], parser)
     if args.datasets is None:
         args.datasets = list(QUICK_DATASETS if args.quick else DATASETS)
     if args.partitionings is None:
@@ -666,6 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "local-epochs": args.local_epochs,
         },
         "seed": args.seed,
+        "forsaken-overrides": args.forsaken,
         "dataset-settings": {k: v for k, v in DATASET_SETTINGS.items() if k in args.datasets},
         "bar": {"fr": BAR_FR, "accuracy-loss": BAR_ACCURACY_LOSS, "speedup": BAR_SPEEDUP},
         "provenance": origin,
@@ -684,6 +735,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"federation: {args.num_clients} clients, {args.num_rounds} FedAvg rounds x {args.local_epochs} "
         "local epochs, all clients every round, the same for the original model and retraining"
     )
+    if args.forsaken:
+        federation += "; ForsakenConfig changed: " + ", ".join(f"{k}={v}" for k, v in args.forsaken.items())
     header = (
         f"`{command}`, {started:%Y-%m-%d %H:%M %Z}, {where}; {code}; {federation}; "
         f"whole script {total:.0f} s (wall).\n\n"

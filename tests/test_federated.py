@@ -207,11 +207,12 @@ def test_benchmark_main_writes_finite_results(tmp_path: Path, capsys: pytest.Cap
 
     out = tmp_path / "bench" / "b.json"
     argv = ["--quick", "--datasets", "digits", "--rounds", "2", "--forsaken-steps", "3"]
-    argv += ["--unlearn-rounds", "1", "--out", str(out)]
+    argv += ["--unlearn-rounds", "1", "--forsaken", "patience=3", "--out", str(out)]
     assert forsaken_benchmark.main(argv) == 0
     doc = json.loads(out.read_text())
     md = out.with_suffix(".md").read_text()
     assert doc["command"].endswith(" ".join(argv))
+    assert doc["forsaken-overrides"] == {"patience": 3} and "ForsakenConfig changed: patience=3" in md
     assert len(doc["cases"]) == 1
     case = doc["cases"][0]
     assert case["case"] == "digits/iid/mlp/0.05"
@@ -237,6 +238,24 @@ def test_benchmark_main_writes_finite_results(tmp_path: Path, capsys: pytest.Cap
     assert doc["summary"]["cases"] == 1 and set(doc["summary"]["bar"]) == {"fr", "accuracy", "speed", "all"}
     assert "| digits/iid/mlp/0.05 |" in md and "**mean**" in md
     assert "digits/iid/mlp/0.05" in capsys.readouterr().out
+
+
+def test_benchmark_forsaken_overrides_are_typed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    from simulations.forsaken_benchmark import parse_args
+
+    args = parse_args(["--forsaken", "escalation=0.1", "patience=4", "objective=hinge", "progress=true"])
+    assert args.forsaken == {"escalation": 0.1, "patience": 4, "objective": "hinge", "progress": True}
+    assert parse_args([]).forsaken == {}
+    for bad, message in (
+        ("escalation", "expected KEY=VALUE"),
+        ("no_such_field=1", "expected KEY=VALUE"),
+        ("seed=3", "other than seed"),
+        ("patience=two", "is not of type int"),
+        ("escalation=1.5", "escalation must be in"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(["--forsaken", bad])
+        assert message in capsys.readouterr().err, bad
 
 
 def test_benchmark_plan() -> None:

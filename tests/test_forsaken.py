@@ -151,6 +151,46 @@ def test_a_fixed_seed_gives_the_same_mask_and_history(location_mlp: Setup) -> No
     assert any(not torch.equal(other.mask[n], runs[0].mask[n]) for n in other.mask)
 
 
+def test_the_accuracy_guard_is_relative_to_the_given_baseline(location_mlp: Setup) -> None:
+    """accuracy_baseline (the model before an attempt's first round) replaces the model's own accuracies
+    as the guard's reference point: above what any step reaches, no step is applied."""
+    s = location_mlp
+    config = forsaken.ForsakenConfig(max_steps=3)
+    own = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+    assert own.steps > 0
+    start = own.history[0]
+    assert start["reference_acc"] <= 0.96  # a baseline of 1.0 is out of any step's reach
+    same = forsaken.unlearn(
+        s.model,
+        s.forget,
+        s.reference,
+        s.retain,
+        config,
+        oracle=s.oracle,
+        accuracy_baseline={key: start[key] for key in forsaken.GUARDED},
+    )
+    assert [r["fr"] for r in same.history] == [r["fr"] for r in own.history]  # its own start: the same run
+    strict = forsaken.unlearn(
+        s.model,
+        s.forget,
+        s.reference,
+        s.retain,
+        config,
+        oracle=s.oracle,
+        accuracy_baseline={"retain_acc": 1.0, "reference_acc": 1.0},
+    )
+    assert strict.steps == 0 and not any(bool((d != 0).any()) for d in strict.mask.values())
+    for baseline, message in (
+        ({"retain_acc": 0.9}, "lacks reference_acc"),
+        ({"retain_acc": 0.9, "reference_acc": 1.5}, r"must be an accuracy in \[0, 1\]"),
+        ([0.9, 0.9], "must be a mapping"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=message):
+            forsaken.unlearn(
+                s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle, accuracy_baseline=baseline
+            )
+
+
 def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     # digits: never-seen samples are judged members too (a retrained model has FR ~0), so FR >= 0.9 means
     # over-forgetting, while looking like never-seen data (AUC ~0.5) comes much sooner
@@ -163,7 +203,8 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     assert result.history[0]["auc"] > 0.5 + config.auc_tolerance  # not there at the start
     assert result.stopped_because == "target-auc"
     assert abs(result.final["auc"] - 0.5) <= config.auc_tolerance
-    assert fr.stopped_because == "target-fr" and fr.final["auc"] < 0.5 - config.auc_tolerance
+    # target="fr" goes on past the retrained look, until FR 0.9 or the accuracy guard stalls it
+    assert fr.stopped_because in ("target-fr", "stalled")
     assert len(result.history) < len(fr.history)
     assert result.final["fr"] < fr.final["fr"]
     before, after = evaluate(s.model, *s.test).accuracy, evaluate(result.model, *s.test).accuracy
@@ -313,6 +354,7 @@ def test_clear_errors_for_bad_inputs(small: tuple) -> None:
         ({"hinge_margin": -1.0}, ValueError, "hinge_margin must be >= 0"),
         ({"max_scale": 0.5}, ValueError, "max_scale must be >= 1"),
         ({"nonmember_margin": 1.0}, ValueError, r"nonmember_margin must be in \[0, 1\)"),
+        ({"focus": 1.5}, ValueError, r"focus must be in \[0, 1\]"),
     ],
 )
 def test_config_validation(changes: dict, error: type, message: str) -> None:
@@ -411,6 +453,47 @@ def test_rank_targets_move_only_the_oracle_judged_members(location_mlp: Setup) -
 
 
 # ----------------------------------------------------------------------------- the oracle's margin
+def test_escalation_deepens_the_nonmember_pool_and_focus_follows_the_decisions(location_mlp: Setup) -> None:
+    """target="fr": each escalation re-matches the moving samples to reference vectors scoring further
+    below the threshold (at e = 1, the lowest-scoring 10 % of the judged non-members beyond the margin);
+    after an accepted step, forget samples judged non-members weigh ``focus`` in the forget term."""
+    from fedforget.forsaken.core import _Unlearner
+    from fedforget.forsaken.core import _as_pair as pair
+
+    s = location_mlp
+    config = forsaken.ForsakenConfig(max_steps=1)
+    unlearner = _Unlearner(
+        s.model, pair("f", s.forget), pair("r", s.reference), pair("k", s.retain), config, s.oracle, 30
+    )
+    assert unlearner.deepen is not None
+    _, move, scores = unlearner.deepen
+    threshold = float(s.oracle.threshold)
+    below = np.sort(scores[scores < threshold])
+    probs = unlearner.reference_probs
+
+    def worst_target_score() -> float:
+        # every moving target is a (possibly class-swapped) reference vector: find it by its sorted entries
+        rows = []
+        for t in unlearner.targets[move]:
+            match = torch.isclose(probs.sort(dim=1).values, t.sort().values, atol=1e-6).all(dim=1)
+            rows.append(float(scores[int(torch.nonzero(match)[0, 0])]))
+        return max(rows)
+
+    start = worst_target_score()
+    while unlearner.flatten < 1.0:
+        unlearner.escalate()
+    deepest = worst_target_score()
+    assert deepest < start < threshold
+    m = config.nonmember_margin + (1 - config.nonmember_margin) * 0.9
+    assert deepest <= np.quantile(below, 1 - m) + 1e-12
+    # focus: the weights follow the last decisions
+    result = unlearner.run()
+    assert result.steps == 1  # max_steps=1, and location's first step is accepted
+    expected = np.where(unlearner.last_member, 1.0, config.focus)
+    assert unlearner.focus is not None and np.allclose(unlearner.focus.numpy(), expected)
+    assert (~unlearner.last_member).any()  # some sample is judged a non-member: weights differ
+
+
 def test_margin_function_reproduces_the_decisions_of_a_shokri_and_a_loss_oracle(location_mlp: Setup) -> None:
     from fedforget.mia import fit_oracle
 

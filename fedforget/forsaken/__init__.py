@@ -17,13 +17,14 @@ The method, its equations and every design choice are in ``docs/forsaken.md``.
 """
 
 from fedforget.forsaken.config import TARGETS, ForsakenConfig
-from fedforget.forsaken.core import ForsakenResult, apply_mask, unlearn
+from fedforget.forsaken.core import GUARDED, ForsakenResult, apply_mask, unlearn
 from fedforget.forsaken.generator import MaskGenerator
 from fedforget.forsaken.neurons import FEATURE_NAMES, Layer, find_layers
 from fedforget.forsaken.oracle import LossThresholdOracle, auc, forgetting_rate
 
 __all__ = [
     "FEATURE_NAMES",
+    "GUARDED",
     "TARGETS",
     "ForsakenConfig",
     "ForsakenResult",

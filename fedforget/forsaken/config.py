@@ -51,6 +51,9 @@ class ForsakenConfig:
     """Forget-set targets: ``"rank"`` (per sample, rank-matched to reference confidence vectors; with
     ``target="fr"`` only oracle-judged members move, towards oracle-judged non-members) or
     ``"class-mean"`` (every sample towards its class's mean reference confidence vector)."""
+    focus: float = 0.2
+    """``target="fr"``, KL objective: in the forget term, the weight of a forget sample the oracle judges a
+    non-member after the last accepted step (a sample still judged a member weighs 1); in [0, 1]."""
     nonmember_margin: float = 0.2
     """``targets="rank"``, ``target="fr"``: the fraction of oracle-judged non-member reference samples
     closest to the threshold left out of the target pool (a safety margin); in [0, 1)."""
@@ -73,8 +76,8 @@ class ForsakenConfig:
     lambda_sparse: float = 0.05
     """Weight of the normalised L1 norm of the mask gradient; >= 0."""
     max_accuracy_drop: float = 0.03
-    """A step is undone when the accuracy on the retained or the reference samples falls more than this
-    below the original model's; in [0, 1]."""
+    """A step is undone when the accuracy on the held-out retained or reference samples falls more than
+    this below the original model's (or below ``unlearn``'s ``accuracy_baseline``); in [0, 1]."""
     gate_floor: float = 0.1
     """Applied gates below this are set to exactly 0 (the neuron is not touched); in [0, 2)."""
     max_scale: float = 4.0
@@ -82,10 +85,11 @@ class ForsakenConfig:
     until it helps; >= 1."""
     max_backtracks: int = 3
     """Halvings of a step that does not help on held-out batches (or goes too far) before it is rejected."""
-    patience: int = 4
+    patience: int = 2
     """Steps without progress after which the objective is escalated (or, fully escalated, it stops); >= 1."""
-    escalation: float = 0.1
-    """Escalation increment e: targets move to uniform, keep terms weigh (1 - e); in [0, 1]."""
+    escalation: float = 0.25
+    """Escalation increment of e: the targets go further from the threshold (deeper into the non-member
+    pool, or towards uniform), the keep terms weigh (1 - e); in [0, 1]."""
     batch_size: int = 128
     """Samples per retained / reference batch, and the cap on forget samples per step; >= 1."""
     seed: int = 0
@@ -122,6 +126,7 @@ class ForsakenConfig:
                 "in [0, 1)",
                 0 <= _number("nonmember_margin", self.nonmember_margin) < 1,
             ),
+            ("focus", False, "in [0, 1]", 0 <= _number("focus", self.focus) <= 1),
             ("hinge_margin", False, ">= 0", _number("hinge_margin", self.hinge_margin) >= 0),
             ("max_scale", False, ">= 1", _number("max_scale", self.max_scale) >= 1),
             ("max_steps", True, ">= 1", _number("max_steps", self.max_steps, integer=True) >= 1),

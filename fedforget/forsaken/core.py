@@ -201,8 +201,11 @@ class _Batches:
 
 
 # --------------------------------------------------------------------------------------------- core
+_DEEPEST = 0.9  # at full escalation, the pool is the 10 % of the judged non-members scoring lowest
 _STATS = ("forget_acc", "retain_acc", "reference_acc", "member_fraction", "fr", "auc")
-_MAX_MEASURE = 1024  # retained samples the per-step retain accuracy is measured on
+GUARDED = ("retain_acc", "reference_acc")
+"""The accuracies the guard (``max_accuracy_drop``) watches; the keys of ``accuracy_baseline``."""
+_MAX_MEASURE = 1024  # held-out retained samples (retain accuracy), reference samples (AUC) measured per step
 
 
 class _Unlearner:
@@ -215,11 +218,13 @@ class _Unlearner:
         config: ForsakenConfig,
         oracle: Any,
         num_classes: int,
+        accuracy_baseline: Mapping[str, float] | None = None,
     ) -> None:
         from fedforget.models import criterion_for
 
         self.config = config
         self.original = model
+        self.accuracy_baseline = dict(accuracy_baseline) if accuracy_baseline is not None else None
         self.device = _device(model)
         self.work = copy.deepcopy(model).eval()  # eval mode: BatchNorm running statistics stay frozen
         self.layers: list[Layer] = find_layers(self.work)
@@ -229,7 +234,7 @@ class _Unlearner:
         self.base = {n: p.detach().clone() for n, p in self.work.named_parameters()}
         self.delta = {n: torch.zeros_like(p) for n, p in self.base.items()}
         self.criterion = criterion_for(model)
-        self.forget_np, self.reference_np = forget, reference
+        self.forget_np = forget
 
         def t(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
             return torch.as_tensor(pair[0], device=self.device), torch.as_tensor(pair[1], device=self.device)
@@ -242,10 +247,22 @@ class _Unlearner:
         )
         num_check = len(order) // 3 if len(order) >= _MIN_SPLIT else 0
         fit, check = (order[num_check:], order[:num_check]) if num_check else (order, order)
+        # the per-step AUC is measured on up to _MAX_MEASURE reference samples (R_check first)
+        auc_part = order[:_MAX_MEASURE].numpy()
+        self.reference_np = (reference[0][auc_part], reference[1][auc_part])
         xr, yr = t(reference)
         self.xr, self.yr = xr[fit.to(self.device)], yr[fit.to(self.device)]
         self.xc, self.yc = xr[check.to(self.device)], yr[check.to(self.device)]
-        self.xk, self.yk = t(retain)
+        # the retained samples are split the same way: the retain term fits on two thirds, the guard
+        # measures the other third (the retain term drives the accuracy on its own samples *up*)
+        xk, yk = t(retain)
+        order_k = torch.randperm(
+            len(retain[1]), generator=torch.Generator().manual_seed(config.seed + _SEED_SPLIT + 1)
+        )
+        num_check_k = len(order_k) // 3 if len(order_k) >= _MIN_SPLIT else 0
+        fit_k, check_k = (order_k[num_check_k:], order_k[:num_check_k]) if num_check_k else (order_k, order_k)
+        self.xk, self.yk = xk[fit_k.to(self.device)], yk[fit_k.to(self.device)]
+        self.xkc, self.ykc = xk[check_k.to(self.device)], yk[check_k.to(self.device)]
         self.num_classes = num_classes
         self.oracle = oracle if oracle is not None else LossThresholdOracle.fit(model, retain, reference)
         # what the oracle judges: a plain module holding the current weights
@@ -260,10 +277,13 @@ class _Unlearner:
                 self.temperature = _fit_temperature(ref_logits, self.yr)
             self.reference_probs = torch.softmax(self.temperature * ref_logits, dim=1)
             forget_probs = torch.softmax(self.temperature * _chunked(self.work, self.xf), dim=1)
+            # (forget probs, movers, reference scores) when the escalation deepens the non-member pool
+            self.deepen: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
             self.base_targets, self.moving = self._targets(forget_probs, reference, fit)
             self.targets = self.base_targets
             # the KL terms are measured relative to the forget term's value on the original model
             self.margin_fn = self._margin_function(model)
+            self.focus: torch.Tensor | None = None  # per-sample forget weights, see refocus
             self.forget_scale = 1.0
             forget0 = self.forget_raw(_chunked(self.work, self.xf), torch.arange(len(self.yf)))
             self.forget_scale = max(float(forget0), 1e-6)
@@ -296,6 +316,7 @@ class _Unlearner:
             chosen = nonmember_pool(scores, float(self.oracle.threshold), config.nonmember_margin)
             if len(chosen):  # else: no never-seen sample is judged a non-member; match all of them
                 pool = torch.as_tensor(chosen, dtype=torch.long, device=self.device)
+                self.deepen = (forget_probs, move, scores)
         else:
             move = torch.ones(len(self.yf), dtype=torch.bool, device=self.device)
         targets = rank_matched_targets(forget_probs, self.yf, move, self.reference_probs[pool], self.yr[pool])
@@ -320,6 +341,14 @@ class _Unlearner:
         if self.margin_fn is not None:
             margins = self.margin_fn(logits, self.yf[index])
             return torch.relu(margins + self.config.hinge_margin).mean()
+        if (
+            self.focus is not None
+        ):  # target="fr": the samples still judged members weigh 1, the others `focus`
+            log_p = torch.log_softmax(self.temperature * logits, dim=1)
+            t = self.targets[index]
+            per_sample = (t * (torch.log(t.clamp_min(_EPS)) - log_p)).sum(dim=1)
+            weights = self.focus[index]
+            return (weights * per_sample).sum() / weights.sum().clamp_min(_EPS)
         return _kl_to_targets(self.temperature * logits, self.targets[index])
 
     # ---- model evaluation
@@ -440,11 +469,12 @@ class _Unlearner:
                 return float((_chunked(self.snapshot, x).argmax(1) == y).float().mean())
 
             forget_acc = accuracy(self.xf, self.yf)
-            retain_acc = accuracy(self.xk[:_MAX_MEASURE], self.yk[:_MAX_MEASURE])
+            retain_acc = accuracy(self.xkc[:_MAX_MEASURE], self.ykc[:_MAX_MEASURE])
             reference_acc = accuracy(self.xc, self.yc)
         scores_f = np.asarray(self.oracle.scores(self.snapshot, *self.forget_np), dtype=np.float64)
         scores_r = np.asarray(self.oracle.scores(self.snapshot, *self.reference_np), dtype=np.float64)
         member_after = scores_f >= self.oracle.threshold
+        self.last_member = member_after
         return {
             "forget_acc": forget_acc,
             "retain_acc": retain_acc,
@@ -453,6 +483,14 @@ class _Unlearner:
             "fr": forgetting_rate(self.member_before, member_after),
             "auc": auc(scores_f, scores_r),
         }
+
+    def refocus(self) -> None:
+        """With ``target="fr"`` and ``focus < 1``: the forget term's per-sample weights follow the oracle's
+        latest decisions (1 for a sample judged a member, ``focus`` for one judged a non-member)."""
+        if self.config.target != "fr" or self.config.focus >= 1.0 or self.margin_fn is not None:
+            return
+        weights = np.where(self.last_member, 1.0, self.config.focus)
+        self.focus = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
     def reached(self, row: Mapping[str, Any]) -> str | None:
         config = self.config
@@ -466,7 +504,7 @@ class _Unlearner:
         """Whether a step went too far: the retained or reference accuracy fell more than
         ``max_accuracy_drop`` below the original model's, or (target="retrain") the forget set now looks
         *less* member-like than never-seen data (AUC below 0.5 - tolerance)."""
-        config, start = self.config, self.start
+        config, start = self.config, self.guard
         if row["retain_acc"] < start["retain_acc"] - config.max_accuracy_drop - 1e-12:
             return True
         if row["reference_acc"] < start["reference_acc"] - config.max_accuracy_drop - 1e-12:
@@ -474,9 +512,24 @@ class _Unlearner:
         return config.target == "retrain" and row["auc"] < 0.5 - config.auc_tolerance
 
     def escalate(self) -> None:
-        """Raise the escalation level e by ``escalation``: the forget targets move towards the uniform
-        confidence vector, ``(1 - e) t + e / K``, and the keep terms are weighted ``(1 - e)``."""
+        """Raise the escalation level e by ``escalation``; the keep terms are weighted ``(1 - e)``.
+
+        The targets go further from the threshold. Rank targets of ``target="fr"``: the pool becomes the
+        non-members scoring lowest, leaving out the fraction ``m_e = m_0 + 0.9 e (1 - m_0)`` closest to
+        the threshold (``m_0 = nonmember_margin``). Otherwise (class-mean targets, ``target="retrain"``,
+        or no reference sample judged a non-member): towards the uniform vector, ``(1 - e) t + e / K``.
+        """
         self.flatten = min(1.0, self.flatten + self.config.escalation)
+        if self.deepen is not None:
+            forget_probs, move, scores = self.deepen
+            m0 = self.config.nonmember_margin
+            margin = m0 + (1.0 - m0) * _DEEPEST * self.flatten
+            chosen = nonmember_pool(scores, float(self.oracle.threshold), margin)
+            pool = torch.as_tensor(chosen, dtype=torch.long, device=self.device)
+            self.targets = rank_matched_targets(
+                forget_probs, self.yf, move, self.reference_probs[pool], self.yr[pool]
+            )
+            return
         uniform = torch.full_like(self.base_targets, 1.0 / self.num_classes)
         self.targets = (1.0 - self.flatten) * self.base_targets + self.flatten * uniform
 
@@ -505,10 +558,12 @@ class _Unlearner:
     def try_step(
         self, gates: torch.Tensor, forget_dir: dict, keep_dir: dict, held_out: _Batch
     ) -> tuple[bool, float, dict[str, float], dict[str, Any] | None, float]:
-        """Line search on the generated step: scales ``max_scale, max_scale / 2, ...`` down to
-        ``2^-max_backtracks``; the largest scale at which J and the forget term both fall on held-out
-        batches, and J is lowest so far, is applied, unless it goes too far (then the next smaller
-        helpful scale is tried). Returns (accepted, scale, terms, measurements, sparse)."""
+        """Line search on the generated step over the scales ``max_scale, max_scale / 2, ...`` down to
+        ``2^-max_backtracks``, from the largest: a scale *helps* when J and the forget term both fall on
+        held-out batches; the scan stops once a helpful scale is followed by one with a higher J (past
+        the minimum along the direction). The helpful scale with the lowest J is applied unless it goes
+        too far; then the smaller scales are tried in turn. Returns (accepted, scale, terms,
+        measurements, sparse)."""
         current = self.params()
         before = {k: float(v) for k, v in self.objective(current, held_out).items()}
         before_total = float(self.total(before))
@@ -516,28 +571,37 @@ class _Unlearner:
         while scale >= 2.0**-self.config.max_backtracks - 1e-12:
             scales.append(scale)
             scale /= 2
-        helpful: list[tuple[float, float, dict[str, float], dict[str, torch.Tensor]]] = []
-        for scale in scales:
+
+        def evaluate(scale: float) -> tuple[float, dict[str, float], dict[str, torch.Tensor]] | None:
             mask = self.mask_from_gates(gates, forget_dir, keep_dir, self.eta * scale)
             trial = {n: current[n] + mask[n] if n in mask else current[n] for n in current}
             after = {k: float(v) for k, v in self.objective(trial, held_out).items()}
-            after_total = float(self.total(after))
-            if (
-                math.isfinite(after_total)
-                and after_total < before_total
-                and after["forget"] < before["forget"]
-            ):
-                helpful.append((after_total, scale, after, mask))
-            elif helpful:
+            total = float(self.total(after))
+            helps = math.isfinite(total) and total < before_total and after["forget"] < before["forget"]
+            return (total, after, mask) if helps else None
+
+        best: int | None = None
+        found: dict[int, tuple[float, dict[str, float], dict[str, torch.Tensor]]] = {}
+        for i, scale in enumerate(scales):
+            result = evaluate(scale)
+            if result is not None and (best is None or result[0] < found[best][0]):
+                found[i], best = result, i
+            elif best is not None:
                 break  # past the minimum along the direction
-        helpful.sort(key=lambda item: item[0])  # lowest J first
-        for _, scale, after, mask in helpful:
+        if best is None:
+            return False, 0.0, before, None, 0.0
+        for i in range(best, len(scales)):
+            candidate = found.get(i) if i in found else evaluate(scales[i])
+            if candidate is None:
+                continue
+            _, after, mask = candidate
             for n, m in mask.items():
                 self.delta[n] = self.delta[n] + m
             measured = self.measure()
             if not self.too_far(measured):
-                return True, scale, after, measured, float(self.sparse_term(mask, forget_dir))
-            for n, m in mask.items():  # undo, try the next candidate
+                self.refocus()
+                return True, scales[i], after, measured, float(self.sparse_term(mask, forget_dir))
+            for n, m in mask.items():  # undo, try the next smaller scale
                 self.delta[n] = self.delta[n] - m
         return False, 0.0, before, None, 0.0
 
@@ -560,6 +624,11 @@ class _Unlearner:
             "seconds": time.perf_counter() - start,
         }
         self.start = row
+        # the guard's reference point: this model's accuracies, or the given baseline (the model before
+        # the first of several unlearning rounds of one withdrawal: the budget is not spent per round)
+        self.guard = {key: row[key] for key in GUARDED}
+        if self.accuracy_baseline is not None:
+            self.guard.update(self.accuracy_baseline)
         history = [row]
         stopped = self.reached(row)
         stale, best_fr, best_gap, best_forget = 0, row["fr"], abs(row["auc"] - 0.5), row["forget_loss"]
@@ -654,13 +723,18 @@ def unlearn(
     retain: Pair,
     config: ForsakenConfig | None = None,
     oracle: Any = None,
+    accuracy_baseline: Mapping[str, float] | None = None,
 ) -> ForsakenResult:
     """Forget ``forget = (x, y)`` from ``model`` with Forsaken's trained neuron masks.
 
     ``reference``: samples the model never saw (the client's held-out data), which define what
     "perfectly forgotten" confidences look like; ``retain``: a few batches of retained training data,
     which keep the accuracy. ``oracle``: a fitted membership oracle for the stopping rule (default:
-    a loss-threshold oracle fitted on ``retain`` vs ``reference``). The input model is not modified.
+    a loss-threshold oracle fitted on ``retain`` vs ``reference``). ``accuracy_baseline``: the
+    ``retain_acc`` and ``reference_acc`` the accuracy guard is relative to (default: ``model``'s own);
+    pass ``history[0]`` of the first round when one withdrawal is unlearned over several calls with
+    the same data and seed, so that ``max_accuracy_drop`` bounds the whole withdrawal, not each call.
+    The input model is not modified.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -677,10 +751,35 @@ def unlearn(
         if name != "forget":
             _num_classes(model, name, x, device)
         _check_labels(name, y, num_classes)
+    baseline = _check_baseline(accuracy_baseline)
     unlearner = _Unlearner(
-        model, checked["forget"], checked["reference"], checked["retain"], config, oracle, num_classes
+        model,
+        checked["forget"],
+        checked["reference"],
+        checked["retain"],
+        config,
+        oracle,
+        num_classes,
+        baseline,
     )
     return unlearner.run()
+
+
+def _check_baseline(baseline: Mapping[str, float] | None) -> dict[str, float] | None:
+    if baseline is None:
+        return None
+    if not isinstance(baseline, Mapping):
+        raise TypeError(f"accuracy_baseline must be a mapping, got {type(baseline).__name__}")
+    missing = [key for key in GUARDED if key not in baseline]
+    if missing:
+        raise ValueError(f"accuracy_baseline lacks {', '.join(missing)} (it needs {', '.join(GUARDED)})")
+    out = {}
+    for key in GUARDED:
+        value = baseline[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"accuracy_baseline[{key!r}] must be an accuracy in [0, 1], got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def apply_mask(model: nn.Module, mask: Mapping[str, torch.Tensor], scale: float = 1.0) -> nn.Module:
