@@ -224,3 +224,33 @@ def test_a_failing_retrain_reference_is_recorded_and_the_unlearning_stands(
     entries = run.ledger.entries()
     assert len(entries) == 2 and all(e.outcome == request["outcome"] for e in entries)
     assert all(e.receipt is not None and "fr-retrain" not in e.receipt for e in entries)
+
+
+def test_the_accuracy_guard_baseline_goes_back_to_the_device_in_later_rounds(tmp_path: Path) -> None:
+    """Forsaken's accuracy guard spans the whole attempt: the device reports its guard accuracies
+    (guard-retain-acc, guard-reference-acc) in round 1, and the server sends them back in rounds 2+."""
+    replies: dict[int, list[dict]] = {}
+
+    def keep(reply: Message) -> Message:
+        if reply.metadata.message_type == "train.unlearn" and not reply.has_error():
+            metrics = dict(reply.content["metrics"])
+            replies.setdefault(reply.metadata.src_node_id, []).append(metrics)
+        return reply
+
+    run_config = _run_config(
+        tmp_path,
+        **{"unlearn-rounds": 2, "target-fr": 1.0, "forsaken-steps": 2, "withdrawals": "2:0:samples:0.2"},
+    )
+    run = prepare_run(run_config)
+    grid = InProcessGrid(run_config, tmp_path, keep)
+    run_federated_training(grid, run)
+    sent = [m for m in grid.sent if m.metadata.message_type == "train.unlearn"]
+    assert len(sent) == 2, "the target FR 1.0 was met in one round: the test needs a second"
+    first, second = (dict(m.content["config"]) for m in sent)
+    assert not any(k.startswith("guard-") for k in first)
+    (node,) = replies
+    reported = replies[node][0]
+    for key in ("guard-retain-acc", "guard-reference-acc"):
+        assert 0 <= reported[key] <= 1
+        assert second[key] == pytest.approx(reported[key])
+        assert replies[node][1][key] == pytest.approx(reported[key])  # the device used it as its baseline
