@@ -60,7 +60,7 @@ class ForsakenConfig:
     """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
     max_steps: int = 100
     """Most unlearning steps (each applies one mask gradient); >= 1."""
-    inner_updates: int = 2
+    inner_updates: int = 1
     """Generator updates (Adam steps) per unlearning step; >= 1."""
     generator_lr: float = 0.05
     """Adam learning rate of the mask generator; > 0."""
