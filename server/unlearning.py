@@ -19,7 +19,8 @@ For a batch of new withdrawal requests (several clients may withdraw in the same
    ``unlearn-rounds`` times, until the target is met: ``unlearn-target=fr`` -> FR >= ``target-fr``;
    ``unlearn-target=retrain`` -> forget-vs-reference attack AUC within 0.03 of 0.5. A device's
    ``guard-*`` metrics of its first round (Forsaken's accuracies before the attempt) are sent back to
-   it in the later rounds, so its accuracy guard bounds the whole attempt, not each round.
+   it in the later rounds, so its accuracy guard bounds the whole attempt, not each round. A round in
+   which every accepted mask is zero ends the attempt (the next round would repeat it).
 
 An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a mask that
 fails validation in any round drops out, every mask it sent in the attempt is taken back out of the
@@ -168,6 +169,7 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
                 "nodes": sorted(live),
             }
         )
+        failed_before = len(failed)  # a node failing now takes its masks out: the model changes
         got = exchange(grid, messages, QUERY_TIMEOUT_S)
         state = arrays.to_torch_state_dict()
         accepted: list[dict[str, np.ndarray]] = []
@@ -223,6 +225,19 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
         record.append_metrics(row)
         table.print_row({**row, "phase": f"unlearn{unlearn_round}"})
         if target_met(config.unlearn_target, config.target_fr, row):
+            break
+        if accepted and row["mask-nonzero"] == 0 and len(failed) == failed_before:
+            # every device left the model as it was: the next round would start from the same model
+            # with the same seeds and data and repeat this one
+            record.append_metrics(
+                {
+                    "round": server_round,
+                    "phase": "unlearn",
+                    "event": "unlearning-stalled",
+                    "unlearn-round": unlearn_round,
+                }
+            )
+            table.print_event(f"unlearning round {unlearn_round} changed nothing: no further rounds")
             break
     done = [r for node, items in by_node.items() if node not in failed for r in items]
     return UnlearningResult(arrays, done, failed, row, cost)

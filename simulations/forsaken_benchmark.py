@@ -23,7 +23,8 @@ the same for the original model and for retraining) and the run config's default
    client 0's held-out data, retain = a seeded ``retain-samples`` subset of its remaining training
    data, ``ForsakenConfig(target=unlearn-target, target_fr=target-fr, max_steps=forsaken-steps,
    seed=seed * 7_919 + ROUND)``; the mask is validated (``validate_mask``, ``max-mask-ratio``) and
-   added to the global model (the sum of one mask); up to ``unlearn-rounds`` rounds until FR >= 0.9.
+   added to the global model (the sum of one mask); up to ``unlearn-rounds`` rounds until FR >= 0.9
+   (or until a round's mask is zero: the server stops there, the next round would repeat it).
    Timed: wall seconds of every unlearning round including the oracle's decisions (``B`` and after
    each round), excluding the oracle's training and the test-set evaluation.
 5. **Retrain**: ``fedavg(config, exclude={0: forget ids})`` from the same initial model, same rounds
@@ -178,7 +179,8 @@ def unlearn_like_the_federation(
 ) -> dict[str, Any]:
     """Forsaken unlearning rounds as ``clients/app.py`` + ``server/unlearning.py`` do them; timed.
 
-    ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``; the federation has none)."""
+    ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``, or a panel variant's seed;
+    the federation has none)."""
     from server.unlearning import MaskRejected, parameter_names, target_met, validate_mask
 
     _, x_forget, y_forget = client.subset(forget_ids)
@@ -194,13 +196,13 @@ def unlearn_like_the_federation(
     rounds: list[dict[str, Any]] = []
     baseline = None  # the guard's accuracies before the first round, sent back in the later ones
     for unlearn_round in range(1, config.unlearn_rounds + 1):
-        forsaken_config = ForsakenConfig(
-            target=config.unlearn_target,
-            target_fr=config.target_fr,
-            max_steps=config.forsaken_steps,
-            seed=config.seed * 7_919 + server_round,
-            **(overrides or {}),
-        )
+        fields: dict[str, Any] = {
+            "target": config.unlearn_target,
+            "target_fr": config.target_fr,
+            "max_steps": config.forsaken_steps,
+            "seed": config.seed * 7_919 + server_round,
+        }
+        forsaken_config = ForsakenConfig(**{**fields, **(overrides or {})})
         result = forsaken.unlearn(
             model,
             forget=(x_forget, y_forget),
@@ -237,6 +239,9 @@ def unlearn_like_the_federation(
             )
         rounds.append(row)
         if target_met(config.unlearn_target, config.target_fr, measured):
+            break
+        if not any(np.any(delta) for delta in mask.values()):
+            row["unlearning-stalled"] = True  # as the server: the next round would repeat this one
             break
     seconds = time.perf_counter() - start
     return {"model": model, "before": before, "rounds": rounds, "seconds": seconds}

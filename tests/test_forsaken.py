@@ -457,8 +457,8 @@ def test_escalation_deepens_the_nonmember_pool_and_focus_follows_the_decisions(l
     """target="fr": each escalation re-matches the moving samples to reference vectors scoring further
     below the threshold (at e = 1, the lowest-scoring 10 % of the judged non-members beyond the margin);
     after an accepted step, forget samples judged non-members weigh ``focus`` in the forget term."""
-    from fedforget.forsaken.core import _Unlearner
     from fedforget.forsaken.core import _as_pair as pair
+    from fedforget.forsaken.core import _Unlearner
 
     s = location_mlp
     config = forsaken.ForsakenConfig(max_steps=1)

@@ -254,3 +254,28 @@ def test_the_accuracy_guard_baseline_goes_back_to_the_device_in_later_rounds(tmp
         assert 0 <= reported[key] <= 1
         assert second[key] == pytest.approx(reported[key])
         assert replies[node][1][key] == pytest.approx(reported[key])  # the device used it as its baseline
+
+
+def test_a_round_in_which_no_device_changes_the_model_ends_the_attempt(tmp_path: Path) -> None:
+    """Devices that send all-zero masks (nothing more to change within their accuracy budget) leave the
+    model as it was; the next round would repeat the same computation, so the server stops there."""
+
+    def nothing(reply: Message) -> Message:
+        if reply.metadata.message_type == "train.unlearn" and not reply.has_error():
+            mask = reply.content["mask"]
+            reply.content["mask"] = ArrayRecord({k: Array(np.zeros_like(mask[k].numpy())) for k in mask})
+        return reply
+
+    run_config = _run_config(tmp_path, **{"unlearn-rounds": 3, "target-fr": 1.0})
+    run = prepare_run(run_config)
+    grid = InProcessGrid(run_config, tmp_path, nothing)
+    run_federated_training(grid, run)
+    rows = run.record.metrics()
+    unlearn_rows = [
+        r for r in rows if r.get("phase") == "unlearn" and "unlearn-round" in r and "event" not in r
+    ]
+    assert [r["unlearn-round"] for r in unlearn_rows] == [1]
+    assert unlearn_rows[0]["masks-accepted"] == 2 and unlearn_rows[0]["mask-nonzero"] == 0
+    (stalled,) = [r for r in rows if r.get("event") == "unlearning-stalled"]
+    assert stalled["unlearn-round"] == 1
+    assert len([m for m in grid.sent if m.metadata.message_type == "train.unlearn"]) == 2  # one per client
