@@ -233,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         list(argv) if argv is not None else sys.argv[1:]
     )
     started = datetime.datetime.now().astimezone()
+    torch.set_num_threads(args.threads)  # what machine() reports: the cases' setting
     origin, where = bench.provenance(), bench.machine()
     start = time.perf_counter()
     names = [variant_name(v) for v in args.variants]
