@@ -156,29 +156,19 @@ def test_the_accuracy_guard_is_relative_to_the_given_baseline(location_mlp: Setu
     as the guard's reference point: above what any step reaches, no step is applied."""
     s = location_mlp
     config = forsaken.ForsakenConfig(max_steps=3)
-    own = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+
+    def unlearn(baseline: object = None) -> forsaken.ForsakenResult:
+        return forsaken.unlearn(
+            s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle, accuracy_baseline=baseline
+        )
+
+    own = unlearn()
     assert own.steps > 0
     start = own.history[0]
     assert start["reference_acc"] <= 0.96  # a baseline of 1.0 is out of any step's reach
-    same = forsaken.unlearn(
-        s.model,
-        s.forget,
-        s.reference,
-        s.retain,
-        config,
-        oracle=s.oracle,
-        accuracy_baseline={key: start[key] for key in forsaken.GUARDED},
-    )
+    same = unlearn({key: start[key] for key in forsaken.GUARDED})
     assert [r["fr"] for r in same.history] == [r["fr"] for r in own.history]  # its own start: the same run
-    strict = forsaken.unlearn(
-        s.model,
-        s.forget,
-        s.reference,
-        s.retain,
-        config,
-        oracle=s.oracle,
-        accuracy_baseline={"retain_acc": 1.0, "reference_acc": 1.0},
-    )
+    strict = unlearn({"retain_acc": 1.0, "reference_acc": 1.0})
     assert strict.steps == 0 and not any(bool((d != 0).any()) for d in strict.mask.values())
     for baseline, message in (
         ({"retain_acc": 0.9}, "lacks reference_acc"),
@@ -186,9 +176,7 @@ def test_the_accuracy_guard_is_relative_to_the_given_baseline(location_mlp: Setu
         ([0.9, 0.9], "must be a mapping"),
     ):
         with pytest.raises((ValueError, TypeError), match=message):
-            forsaken.unlearn(
-                s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle, accuracy_baseline=baseline
-            )
+            unlearn(baseline)
 
 
 def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
