@@ -193,6 +193,13 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     assert abs(result.final["auc"] - 0.5) <= config.auc_tolerance
     # target="fr" goes on past the retrained look, until FR 0.9 or the accuracy guard stalls it
     assert fr.stopped_because in ("target-fr", "stalled")
+    # the returned state is the best accepted one, and it is what the mask holds
+    assert fr.final is fr.history[fr.best_step]
+    assert fr.final["fr"] == max(r["fr"] for r in fr.history if r["accepted"])
+    before = s.oracle.decide(s.model, *s.forget)
+    after = s.oracle.decide(forsaken.apply_mask(s.model, fr.mask), *s.forget)
+    assert forsaken.forgetting_rate(before, after) == pytest.approx(fr.final["fr"])
+    assert fr.steps == sum(1 for r in fr.history[1 : fr.best_step + 1] if r["accepted"])
     assert len(result.history) < len(fr.history)
     assert result.final["fr"] < fr.final["fr"]
     before, after = evaluate(s.model, *s.test).accuracy, evaluate(result.model, *s.test).accuracy

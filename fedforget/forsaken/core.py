@@ -52,6 +52,9 @@ class ForsakenResult:
     oracle: Any
     """The oracle that judged the stopping rule (the given one, or the fitted proxy)."""
     seconds: float
+    best_step: int = -1
+    """The step whose state ``mask``, ``model`` and ``final`` are: the accepted step with the highest FR
+    (``target="fr"``) or the AUC closest to 0.5 (``"retrain"``), the latest of equals; -1 = the last row."""
 
     @property
     def touched_fraction(self) -> float:
@@ -60,13 +63,14 @@ class ForsakenResult:
 
     @property
     def steps(self) -> int:
-        """Unlearning steps that were applied (accepted)."""
-        return sum(1 for row in self.history[1:] if row["accepted"])
+        """Unlearning steps applied (accepted) in the returned state (up to ``best_step``)."""
+        rows = self.history[1:] if self.best_step < 0 else self.history[1 : self.best_step + 1]
+        return sum(1 for row in rows if row["accepted"])
 
     @property
     def final(self) -> dict[str, Any]:
-        """The last row of the history (the unlearned model's measurements)."""
-        return self.history[-1]
+        """The history row of the returned model (its measurements): ``history[best_step]``."""
+        return self.history[self.best_step]
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -492,6 +496,10 @@ class _Unlearner:
         weights = np.where(self.last_member, 1.0, self.config.focus)
         self.focus = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
+    def judged(self, row: Mapping[str, Any]) -> float:
+        """What the best state maximises: FR (``target="fr"``), or -|AUC - 0.5| (``"retrain"``)."""
+        return float(row["fr"]) if self.config.target == "fr" else -abs(float(row["auc"]) - 0.5)
+
     def reached(self, row: Mapping[str, Any]) -> str | None:
         config = self.config
         if config.target == "fr":
@@ -636,6 +644,9 @@ class _Unlearner:
         if self.accuracy_baseline is not None:
             self.guard.update(self.accuracy_baseline)
         history = [row]
+        # the best state so far (see ForsakenResult.best_step): later steps can undo earlier crossings
+        best_step, best_value = 0, self.judged(row)
+        best_delta = {n: d.clone() for n, d in self.delta.items()}
         stopped = self.reached(row)
         stale, best_fr, best_gap, best_forget = 0, row["fr"], abs(row["auc"] - 0.5), row["forget_loss"]
         bar = tqdm(
@@ -672,6 +683,9 @@ class _Unlearner:
                 "seconds": time.perf_counter() - start,
             }
             history.append(row)
+            if accepted and self.judged(row) >= best_value:
+                best_step, best_value = step, self.judged(row)
+                best_delta = {n: d.clone() for n, d in self.delta.items()}
             bar.update(1)
             bar.set_postfix(fr=f"{row['fr']:.2f}", auc=f"{row['auc']:.3f}", acc=f"{row['retain_acc']:.3f}")
             stopped = self.reached(row)
@@ -692,6 +706,7 @@ class _Unlearner:
                 else:
                     stopped = "stalled"
         bar.close()
+        self.delta = best_delta
         model = copy.deepcopy(self.original)
         mask_out = {n: self.delta[n].detach().clone() for n in self.base}
         _set_params(model, {n: self.base[n] + mask_out[n] for n in self.base})
@@ -705,6 +720,7 @@ class _Unlearner:
             generator=self.generator,
             oracle=self.oracle,
             seconds=time.perf_counter() - start,
+            best_step=best_step,
         )
 
     def _touched_neurons(self, mask: Mapping[str, torch.Tensor]) -> int:
