@@ -345,9 +345,8 @@ class _Unlearner:
         if self.margin_fn is not None:
             margins = self.margin_fn(logits, self.yf[index])
             return torch.relu(margins + self.config.hinge_margin).mean()
-        if (
-            self.focus is not None
-        ):  # target="fr": the samples still judged members weigh 1, the others `focus`
+        # target="fr" after an accepted step: samples still judged members weigh 1, the others `focus`
+        if self.focus is not None:
             log_p = torch.log_softmax(self.temperature * logits, dim=1)
             t = self.targets[index]
             per_sample = (t * (torch.log(t.clamp_min(_EPS)) - log_p)).sum(dim=1)
