@@ -200,6 +200,16 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     after = s.oracle.decide(forsaken.apply_mask(s.model, fr.mask), *s.forget)
     assert forsaken.forgetting_rate(before, after) == pytest.approx(fr.final["fr"])
     assert fr.steps == sum(1 for r in fr.history[1 : fr.best_step + 1] if r["accepted"])
+    # a run whose last accepted step undid a crossing: the result is the earlier, better state
+    short = forsaken.unlearn(
+        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(max_steps=3), oracle=s.oracle
+    )
+    last = short.history[-1]
+    assert last["accepted"] and last["fr"] < max(r["fr"] for r in short.history), "no step undid a crossing"
+    assert short.best_step < len(short.history) - 1 and short.final["fr"] > last["fr"]
+    after = s.oracle.decide(forsaken.apply_mask(s.model, short.mask), *s.forget)
+    assert forsaken.forgetting_rate(before, after) == pytest.approx(short.final["fr"])
+    assert short.steps == short.best_step
     assert len(result.history) < len(fr.history)
     assert result.final["fr"] < fr.final["fr"]
     before, after = evaluate(s.model, *s.test).accuracy, evaluate(result.model, *s.test).accuracy
