@@ -85,7 +85,7 @@ class ForsakenConfig:
     until it helps; >= 1."""
     max_backtracks: int = 3
     """Halvings of a step that does not help on held-out batches (or goes too far) before it is rejected."""
-    patience: int = 2
+    patience: int = 1
     """Steps without progress after which the objective is escalated (or, fully escalated, it stops); >= 1."""
     escalation: float = 0.25
     """Escalation increment of e: the targets go further from the threshold (deeper into the non-member
