@@ -20,7 +20,9 @@ For a batch of new withdrawal requests (several clients may withdraw in the same
    ``unlearn-target=retrain`` -> forget-vs-reference attack AUC within 0.03 of 0.5. A device's
    ``guard-*`` metrics of its first round (Forsaken's accuracies before the attempt) are sent back to
    it in the later rounds, so its accuracy guard bounds the whole attempt, not each round. A round in
-   which every accepted mask is zero ends the attempt (the next round would repeat it).
+   which every accepted mask is zero ends the attempt (the next round would repeat it);
+5. the attempt returns its **best** round's model (highest FR, or AUC closest to 0.5; event
+   ``unlearning-kept-round`` when that is not the last round), unless a node failed after it.
 
 An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a mask that
 fails validation in any round drops out, every mask it sent in the attempt is taken back out of the
@@ -43,6 +45,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 
 from clients.codec import oracle_to_records
 from server.attempt import Attempt, new_cost
+from server.best_round import BestRound
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
 from server.exchange import exchange
@@ -132,6 +135,7 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
     # a device's "guard-*" metrics of its first round go back to it in the later rounds: Forsaken's
     # accuracy guard stays relative to the model before the attempt (clients/methods.py)
     guards: dict[int, dict[str, float]] = {}
+    best = BestRound(config.unlearn_target)  # the round the attempt keeps (server/best_round.py)
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         live = {n: items for n, items in by_node.items() if n not in failed}
         if not live:
@@ -224,6 +228,7 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
         row["seconds"] = time.perf_counter() - start
         record.append_metrics(row)
         table.print_row({**row, "phase": f"unlearn{unlearn_round}"})
+        best.offer(unlearn_round, row, arrays, failed)
         if target_met(config.unlearn_target, config.target_fr, row):
             break
         if accepted and row["mask-nonzero"] == 0 and len(failed) == failed_before:
@@ -239,6 +244,25 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
             )
             table.print_event(f"unlearning round {unlearn_round} changed nothing: no further rounds")
             break
+    kept = best.earlier(int(row.get("unlearn-round", 0)), failed)
+    if kept is not None:  # a later round made it worse (several devices' masks can undo each other)
+        number, arrays, best_row = kept
+        record.append_metrics(
+            {
+                "round": server_round,
+                "phase": "unlearn",
+                "event": "unlearning-kept-round",
+                "unlearn-round": number,
+                "last-unlearn-round": row.get("unlearn-round"),
+                "fr": best_row.get("fr"),
+                "attack-auc": best_row.get("attack-auc"),
+            }
+        )
+        table.print_event(
+            f"unlearning round {number} was the attempt's best: its model is kept "
+            f"(round {row.get('unlearn-round')} judged worse)"
+        )
+        row = best_row
     done = [r for node, items in by_node.items() if node not in failed for r in items]
     return UnlearningResult(arrays, done, failed, row, cost)
 

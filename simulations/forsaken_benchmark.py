@@ -179,8 +179,12 @@ def unlearn_like_the_federation(
 ) -> dict[str, Any]:
     """Forsaken unlearning rounds as ``clients/app.py`` + ``server/unlearning.py`` do them; timed.
 
+    As the server, the attempt ends with its best round's model (``kept-round`` when that is not the
+    last measured round; with one withdrawing client it is: each round returns the device's best state).
+
     ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``, or a panel variant's seed;
     the federation has none)."""
+    from server.best_round import judged
     from server.unlearning import MaskRejected, parameter_names, target_met, validate_mask
 
     _, x_forget, y_forget = client.subset(forget_ids)
@@ -195,6 +199,8 @@ def unlearn_like_the_federation(
     keep = rng.permutation(len(y_keep))[: config.retain_samples]
     rounds: list[dict[str, Any]] = []
     baseline = None  # the guard's accuracies before the first round, sent back in the later ones
+    best: tuple[float, torch.nn.Module, int] | None = None  # as the server: the attempt's best round
+    last_measured = 0
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         fields: dict[str, Any] = {
             "target": config.unlearn_target,
@@ -238,13 +244,20 @@ def unlearn_like_the_federation(
                 oracle.scores(model, x_forget, y_forget), oracle.scores(model, *reference)
             )
         rounds.append(row)
+        last_measured = unlearn_round
+        value = judged(config.unlearn_target, measured)
+        if value is not None and (best is None or value >= best[0]):
+            best = (value, model, unlearn_round)
         if target_met(config.unlearn_target, config.target_fr, measured):
             break
         if not any(np.any(delta) for delta in mask.values()):
             row["unlearning-stalled"] = True  # as the server: the next round would repeat this one
             break
+    kept = None
+    if best is not None and best[2] != last_measured:
+        _, model, kept = best
     seconds = time.perf_counter() - start
-    return {"model": model, "before": before, "rounds": rounds, "seconds": seconds}
+    return {"model": model, "before": before, "rounds": rounds, "seconds": seconds, "kept-round": kept}
 
 
 def judge(
@@ -334,6 +347,7 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
             "unlearn-rounds": len(unlearned["rounds"]),
             "forsaken-steps": sum(r["steps"] for r in unlearned["rounds"]),
             "unlearning": unlearned["rounds"],
+            "kept-round": unlearned["kept-round"],
             "original-history": original.history,
         }
         case["bar"] = row_bar(case)

@@ -235,6 +235,13 @@ def test_the_accuracy_guard_baseline_goes_back_to_the_device_in_later_rounds(tmp
         if reply.metadata.message_type == "train.unlearn" and not reply.has_error():
             metrics = dict(reply.content["metrics"])
             replies.setdefault(reply.metadata.src_node_id, []).append(metrics)
+            mask = {k: reply.content["mask"][k].numpy().copy() for k in reply.content["mask"]}
+            if not any(np.any(m) for m in mask.values()):
+                # the device found no step within its budget (this varies with the last float bits of
+                # the trained model): a zero mask would end the attempt, and this test needs round 2
+                name = next(iter(mask))
+                mask[name].flat[0] = 1e-6
+                reply.content["mask"] = ArrayRecord({k: Array(v) for k, v in mask.items()})
         return reply
 
     run_config = _run_config(
@@ -279,3 +286,86 @@ def test_a_round_in_which_no_device_changes_the_model_ends_the_attempt(tmp_path:
     (stalled,) = [r for r in rows if r.get("event") == "unlearning-stalled"]
     assert stalled["unlearn-round"] == 1
     assert len([m for m in grid.sent if m.metadata.message_type == "train.unlearn"]) == 2  # one per client
+
+
+def test_an_attempt_keeps_its_best_round_when_a_later_round_makes_it_worse(tmp_path: Path) -> None:
+    """The device's second-round mask undoes its first (as another device's summed mask could): the
+    model after round 2 is the model before the attempt (FR 0). If round 1 forgot something (FR > 0),
+    the server keeps round 1's model, its FR goes into the receipt and the run record says which round
+    was kept; if it did not (FR 0, a tie), the latest round stays and nothing is said."""
+    import torch
+
+    first: dict[str, np.ndarray] = {}
+
+    def undo_in_round_two(reply: Message) -> Message:
+        if reply.metadata.message_type != "train.unlearn" or reply.has_error():
+            return reply
+        mask = reply.content["mask"]
+        if not first:
+            first.update({k: mask[k].numpy().copy() for k in mask})
+            if not any(np.any(m) for m in first.values()):  # a zero mask would end the attempt here
+                first[next(iter(first))].flat[0] = 1e-6
+            reply.content["mask"] = ArrayRecord({k: Array(v) for k, v in first.items()})
+        else:
+            reply.content["mask"] = ArrayRecord({k: Array(-first[k]) for k in first})
+        return reply
+
+    run_config = _run_config(
+        tmp_path,
+        **{"unlearn-rounds": 2, "target-fr": 1.0, "forsaken-steps": 30, "withdrawals": "2:0:samples:0.2"},
+    )
+    run = prepare_run(run_config)
+    grid = InProcessGrid(run_config, tmp_path, undo_in_round_two)
+    run_federated_training(grid, run)
+    rows = run.record.metrics()
+    measured = {
+        r["unlearn-round"]: r
+        for r in rows
+        if r.get("phase") == "unlearn" and "unlearn-round" in r and "event" not in r
+    }
+    assert sorted(measured) == [1, 2], "the test needs a second round (round 1 met FR 1.0?)"
+    assert measured[2]["fr"] == 0  # round 2 brought back the model before the attempt
+    kept = [r for r in rows if r.get("event") == "unlearning-kept-round"]
+    checkpoints = run.record.named_checkpoints()
+    before = torch.load(checkpoints["before-unlearning"], weights_only=True)
+    after = torch.load(checkpoints["after-unlearning"], weights_only=True)
+    (entry,) = [w for w in run.ledger.entries() if w.receipt is not None]
+    if measured[1]["fr"] > 0:
+        assert [(r["unlearn-round"], r["last-unlearn-round"], r["fr"]) for r in kept] == [
+            (1, 2, measured[1]["fr"])
+        ]
+        for k, m in first.items():  # the kept model is round 1's
+            torch.testing.assert_close(after[k] - before[k], torch.from_numpy(m), rtol=0, atol=1e-6)
+        assert entry.receipt["fr"] == measured[1]["fr"]
+    else:  # a tie: the latest round (the model before the attempt) stays
+        assert kept == []
+        assert all(torch.equal(after[k], before[k]) for k in before)
+        assert entry.receipt["fr"] == 0
+
+
+def test_the_best_round_rule() -> None:
+    """server/best_round.py on its own: the highest FR (latest of equals), AUC closest to 0.5 for
+    ``retrain``, rounds without a measurement skipped, and no earlier round once a node failed since."""
+    from server.best_round import BestRound, judged
+
+    def arrays(v: float) -> ArrayRecord:
+        return ArrayRecord({"w": Array(np.full(2, v, dtype=np.float32))})
+
+    best = BestRound("fr")
+    best.offer(1, {"fr": 0.5}, arrays(1), set())
+    best.offer(2, {"fr": 0.25}, arrays(2), set())
+    best.offer(3, {"fr-missing": [7]}, arrays(3), set())
+    kept = best.earlier(3, set())
+    assert kept is not None and kept[0] == 1 and kept[2] == {"fr": 0.5}
+    assert float(kept[1]["w"].numpy()[0]) == 1
+    assert best.earlier(1, set()) is None  # round 1 was the last: nothing to change
+    assert best.earlier(3, {7}) is None  # node 7 failed after round 1: its masks left the model
+    best.offer(4, {"fr": 0.5}, arrays(4), set())
+    assert best.earlier(5, set())[0] == 4  # the latest of equals
+
+    auc = BestRound("retrain")
+    for number, value in ((1, 0.9), (2, 0.45), (3, 0.3), (4, float("nan"))):
+        auc.offer(number, {"attack-auc": value}, arrays(number), set())
+    assert auc.earlier(4, set())[0] == 2
+    assert judged("retrain", {"attack-auc": 0.6}) == pytest.approx(-0.1)
+    assert judged("fr", {"attack-auc": 0.6}) is None
