@@ -226,6 +226,16 @@ def test_a_failing_retrain_reference_is_recorded_and_the_unlearning_stands(
     assert all(e.receipt is not None and "fr-retrain" not in e.receipt for e in entries)
 
 
+def _not_zero(reply: Message) -> dict[str, np.ndarray]:
+    """The reply's mask, with one entry set to 1e-6 if it is all zero. A device that finds no step
+    within its budget (which varies with the last float bits of the trained model) sends a zero mask,
+    and that ends the attempt; tests that need a second unlearning round nudge it."""
+    mask = {k: reply.content["mask"][k].numpy().copy() for k in reply.content["mask"]}
+    if not any(np.any(m) for m in mask.values()):
+        mask[next(iter(mask))].flat[0] = 1e-6
+    return mask
+
+
 def test_the_accuracy_guard_baseline_goes_back_to_the_device_in_later_rounds(tmp_path: Path) -> None:
     """Forsaken's accuracy guard spans the whole attempt: the device reports its guard accuracies
     (guard-retain-acc, guard-reference-acc) in round 1, and the server sends them back in rounds 2+."""
@@ -235,13 +245,7 @@ def test_the_accuracy_guard_baseline_goes_back_to_the_device_in_later_rounds(tmp
         if reply.metadata.message_type == "train.unlearn" and not reply.has_error():
             metrics = dict(reply.content["metrics"])
             replies.setdefault(reply.metadata.src_node_id, []).append(metrics)
-            mask = {k: reply.content["mask"][k].numpy().copy() for k in reply.content["mask"]}
-            if not any(np.any(m) for m in mask.values()):
-                # the device found no step within its budget (this varies with the last float bits of
-                # the trained model): a zero mask would end the attempt, and this test needs round 2
-                name = next(iter(mask))
-                mask[name].flat[0] = 1e-6
-                reply.content["mask"] = ArrayRecord({k: Array(v) for k, v in mask.items()})
+            reply.content["mask"] = ArrayRecord({k: Array(v) for k, v in _not_zero(reply).items()})
         return reply
 
     run_config = _run_config(
@@ -300,11 +304,8 @@ def test_an_attempt_keeps_its_best_round_when_a_later_round_makes_it_worse(tmp_p
     def undo_in_round_two(reply: Message) -> Message:
         if reply.metadata.message_type != "train.unlearn" or reply.has_error():
             return reply
-        mask = reply.content["mask"]
         if not first:
-            first.update({k: mask[k].numpy().copy() for k in mask})
-            if not any(np.any(m) for m in first.values()):  # a zero mask would end the attempt here
-                first[next(iter(first))].flat[0] = 1e-6
+            first.update(_not_zero(reply))
             reply.content["mask"] = ArrayRecord({k: Array(v) for k, v in first.items()})
         else:
             reply.content["mask"] = ArrayRecord({k: Array(-first[k]) for k in first})
