@@ -187,7 +187,9 @@ class Trace:
 def run_forsaken(
     setting: Setting, original: Original, before: np.ndarray, observe: Trace | None = None
 ) -> UnlearnResult:
-    """Forsaken as the Flower flow runs it: masks from client 0, added by the server, FR each round.
+    """Forsaken as the Flower flow runs it: masks from client 0, added by the server, FR each round;
+    the guard's accuracies of round 1 are the baseline of the later rounds, a round whose mask is zero
+    ends the attempt, and the attempt keeps its best round (``server/unlearning.py``).
 
     ``observe`` (not timed) sees the model after each round, as the baselines' ``observe``.
     """
@@ -200,6 +202,8 @@ def run_forsaken(
     observation = baselines.base.Observation(observe)
     start = time.perf_counter()
     history, compute = [], 0.0
+    baseline: dict[str, float] | None = None
+    best: tuple[float, torch.nn.Module, int] | None = None
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         result = forsaken.unlearn(
             model,
@@ -213,15 +217,24 @@ def run_forsaken(
                 seed=config.seed * 7_919 + config.num_rounds + 1,
             ),
             oracle=setting.oracle,
+            accuracy_baseline=baseline,
         )
         compute += result.seconds
+        if baseline is None:
+            baseline = {key: result.history[0][key] for key in forsaken.GUARDED}
         model = forsaken.apply_mask(model, result.mask)
         after = setting.oracle.decide(model, x_f, y_f)
         fr = forgetting_rate_from_arrays(setting.forget_ids, before, after).fr
         history.append({"unlearn-round": unlearn_round, "steps": result.steps, "fr": fr})
         observation(unlearn_round, model.state_dict())
+        if math.isfinite(fr) and (best is None or fr >= best[0]):
+            best = (fr, model, unlearn_round)
         if math.isfinite(fr) and fr >= config.target_fr:
             break
+        if not any(bool(delta.any()) for delta in result.mask.values()):
+            break  # as the server: the next round would repeat this one
+    if best is not None and best[2] != history[-1]["unlearn-round"]:
+        model = best[1]  # as the server: the attempt keeps its best round
     seconds = time.perf_counter() - start - observation.seconds
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     size = state_nbytes(state)
