@@ -27,6 +27,7 @@ from simulations.deploy import (
     prepare,
     start_supernode,
 )
+from simulations.launcher import ManagedProcess
 
 RUN = {
     "num-rounds": 2,
@@ -216,6 +217,23 @@ def test_descendants_finds_grandchildren(tmp_path: Path) -> None:
     assert child.pid not in descendants([os.getpid() + 10_000_000])
 
 
+def _environment_of(node: ManagedProcess, timeout_s: float = 10.0) -> list[bytes]:
+    """The environment ``node`` was started with, from ``/proc/PID/environ``.
+
+    Popen returns once ``execve`` has closed the close-on-exec pipe, which is a moment before the
+    new program's stack (and so its environment) exists: in that window, and after the process
+    exits, the file reads empty. Wait for it, and say why if the process died.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert node.alive(), f"{node.name} exited at once:\n{node.log_tail()}"
+        raw = Path(f"/proc/{node.pid}/environ").read_bytes()
+        if raw:
+            return raw.split(b"\0")
+        time.sleep(0.05)
+    raise AssertionError(f"{node.name}'s environment stayed empty for {timeout_s:.0f} s")
+
+
 @pytest.mark.slow
 def test_each_supernode_gets_its_own_flwr_home_and_data_folder(tmp_path: Path) -> None:
     from simulations.launcher import federation
@@ -230,7 +248,7 @@ def test_each_supernode_gets_its_own_flwr_home_and_data_folder(tmp_path: Path) -
             data_dir=tmp_path / "data",
             insecure=True,
         )
-        environ = Path(f"/proc/{node.pid}/environ").read_bytes().split(b"\0")
+        environ = _environment_of(node)
         assert f"FLWR_HOME={tmp_path / 'flwr'}".encode() in environ
         assert f"FEDFORGET_DATA={tmp_path / 'data'}".encode() in environ
         assert f"FLWR_HOME={fed.flwr_home}".encode() not in environ
