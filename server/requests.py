@@ -27,13 +27,14 @@ from typing import Any
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
+from fedforget.attempt_rules import target_met
 from server.attempt import Attempt, EvaluateGlobal, TrainRound
 from server.console import RoundTable
 from server.evaluator import ForgettingEvaluator, KnownRequest
 from server.ledger import Key
 from server.retrain_reference import retrain_reference
 from server.setup import PreparedRun
-from server.unlearning import model_hash, run_unlearning, target_met
+from server.unlearning import model_hash, run_unlearning
 
 
 def handle_withdrawals(

@@ -61,7 +61,7 @@ def run_server_method(attempt: Attempt, arrays: ArrayRecord) -> Outcome:
     Returns ``(model, failed nodes -> reason, last row, cost)``; ``cost`` sums ``client-seconds``,
     ``bytes-sent`` and ``unlearn-seconds`` over the attempt. On failure the model is ``arrays``.
     """
-    from server.unlearning import target_met
+    from fedforget.attempt_rules import target_met
 
     config = attempt.run.config
     method = config.unlearn_method

@@ -44,15 +44,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from clients.codec import oracle_to_records
+from fedforget.attempt_rules import BestRound, target_met
 from server.attempt import Attempt, new_cost
-from server.best_round import BestRound
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
 from server.exchange import exchange
 from server.server_methods import SERVER_METHODS, run_server_method
 from server.validation import MaskRejected, parameter_names, validate_mask
-
-AUC_TOLERANCE = 0.03
 
 
 def apply_masks(
@@ -77,14 +75,6 @@ def model_hash(state: Mapping[str, torch.Tensor]) -> str:
 
 def _nbytes(record: ArrayRecord) -> int:
     return sum(record[k].numpy().nbytes for k in record)
-
-
-def target_met(config_target: str, target_fr: float, measured: Mapping[str, Any]) -> bool:
-    if config_target == "fr":
-        fr = measured.get("fr")
-        return fr is not None and math.isfinite(fr) and fr >= target_fr
-    auc = measured.get("attack-auc")
-    return auc is not None and math.isfinite(auc) and abs(auc - 0.5) <= AUC_TOLERANCE
 
 
 @dataclasses.dataclass
@@ -135,7 +125,7 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
     # a device's "guard-*" metrics of its first round go back to it in the later rounds: Forsaken's
     # accuracy guard stays relative to the model before the attempt (clients/methods.py)
     guards: dict[int, dict[str, float]] = {}
-    best = BestRound(config.unlearn_target)  # the round the attempt keeps (server/best_round.py)
+    best = BestRound(config.unlearn_target)  # the round the attempt keeps (fedforget/attempt_rules.py)
     for unlearn_round in range(1, config.unlearn_rounds + 1):
         live = {n: items for n, items in by_node.items() if n not in failed}
         if not live:

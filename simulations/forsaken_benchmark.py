@@ -68,6 +68,7 @@ from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
 from fedforget.mia import MembershipOracle, oracle_from_state
 from fedforget.mia.recipe import fit_oracle_for, oracle_model_factory
 from fedforget.withdrawals import WithdrawalRequest, resolve_ids
+from simulations.forsaken_rounds import unlearn_like_the_federation
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ("mnist", "fashion-mnist", "location", "letter", "adult", "digits")
@@ -166,98 +167,6 @@ def forget_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> flo
     from fedforget.training import evaluate
 
     return evaluate(model, x, y).accuracy
-
-
-def unlearn_like_the_federation(
-    config: RunConfig,
-    model: torch.nn.Module,
-    oracle: MembershipOracle,
-    client: ClientData,
-    forget_ids: np.ndarray,
-    server_round: int,
-    overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Forsaken unlearning rounds as ``clients/app.py`` + ``server/unlearning.py`` do them; timed.
-
-    As the server, the attempt ends with its best round's model (``kept-round`` when that is not the
-    last measured round; with one withdrawing client it is: each round returns the device's best state).
-
-    ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``, or a panel variant's seed;
-    the federation has none)."""
-    from server.best_round import judged
-    from server.unlearning import MaskRejected, parameter_names, target_met, validate_mask
-
-    _, x_forget, y_forget = client.subset(forget_ids)
-    reference = (client.x_holdout, client.y_holdout)
-    retained = client.without(forget_ids)
-    x_keep, y_keep = retained.x_train, retained.y_train
-    if len(y_keep) == 0:
-        x_keep, y_keep = reference
-    start = time.perf_counter()
-    before = oracle.decide(model, x_forget, y_forget)
-    rng = np.random.default_rng([config.seed, server_round, client.partition_id, 97])
-    keep = rng.permutation(len(y_keep))[: config.retain_samples]
-    rounds: list[dict[str, Any]] = []
-    baseline = None  # the guard's accuracies before the first round, sent back in the later ones
-    best: tuple[float, torch.nn.Module, int] | None = None  # as the server: the attempt's best round
-    last_measured = 0
-    for unlearn_round in range(1, config.unlearn_rounds + 1):
-        fields: dict[str, Any] = {
-            "target": config.unlearn_target,
-            "target_fr": config.target_fr,
-            "max_steps": config.forsaken_steps,
-            "seed": config.seed * 7_919 + server_round,
-        }
-        forsaken_config = ForsakenConfig(**{**fields, **(overrides or {})})
-        result = forsaken.unlearn(
-            model,
-            forget=(x_forget, y_forget),
-            reference=reference,
-            retain=(x_keep[keep], y_keep[keep]),
-            config=forsaken_config,
-            oracle=oracle,
-            accuracy_baseline=baseline,
-        )
-        if baseline is None:
-            baseline = {key: result.history[0][key] for key in forsaken.GUARDED}
-        mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
-        row: dict[str, Any] = {
-            "unlearn-round": unlearn_round,
-            "steps": result.steps,
-            "stopped-because": result.stopped_because,
-            "touched-fraction": result.touched_fraction,
-            "forsaken-seconds": result.seconds,
-        }
-        try:
-            validate_mask(mask, model.state_dict(), parameter_names(model), config.max_mask_ratio)
-        except MaskRejected as error:  # the server would never apply it: the model stays as it is
-            row["mask-rejected"] = str(error)
-            rounds.append(row)
-            break
-        model = forsaken.apply_mask(model, result.mask)
-        after = oracle.decide(model, x_forget, y_forget)
-        fr = forgetting_rate_from_arrays(forget_ids, before, after)
-        row["fr"] = fr.fr
-        measured: dict[str, Any] = {"fr": fr.fr}
-        if config.unlearn_target == "retrain":
-            measured["attack-auc"] = attack_auc(
-                oracle.scores(model, x_forget, y_forget), oracle.scores(model, *reference)
-            )
-        rounds.append(row)
-        last_measured = unlearn_round
-        value = judged(config.unlearn_target, measured)
-        if value is not None and (best is None or value >= best[0]):
-            best = (value, model, unlearn_round)
-        if target_met(config.unlearn_target, config.target_fr, measured):
-            break
-        if not any(np.any(delta) for delta in mask.values()):
-            row["unlearning-stalled"] = True  # as the server: the next round would repeat this one
-            break
-    kept = None
-    if best is not None and best[2] != last_measured:
-        _, model, kept = best
-    seconds = time.perf_counter() - start
-    return {"model": model, "before": before, "rounds": rounds, "seconds": seconds, "kept-round": kept}
 
 
 def judge(

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedforget import baselines, data, forsaken, models, training
+from fedforget import baselines, data, models, training
 from fedforget.baselines import Original, UnlearnResult
 from fedforget.client_data import ClientData, split_for
 from fedforget.config import RunConfig
@@ -62,6 +62,7 @@ from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
 from fedforget.mia import MembershipOracle
 from fedforget.mia.recipe import fit_oracle_for
 from fedforget.withdrawals import WithdrawalRequest, resolve_ids
+from simulations.forsaken_rounds import unlearn_like_the_federation
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "adult", "location", "letter", "digits", "breast-cancer")
@@ -187,58 +188,33 @@ class Trace:
 def run_forsaken(
     setting: Setting, original: Original, before: np.ndarray, observe: Trace | None = None
 ) -> UnlearnResult:
-    """Forsaken as the Flower flow runs it: masks from client 0, added by the server, FR each round;
-    the guard's accuracies of round 1 are the baseline of the later rounds, a round whose mask is zero
-    ends the attempt, and the attempt keeps its best round (``server/unlearning.py``).
+    """Forsaken as the Flower flow runs it (:func:`simulations.forsaken_rounds.unlearn_like_the_federation`:
+    masks from client 0, validated and added by the server, judged each round; round 1's guard
+    baseline in the later rounds; a zero mask ends the attempt; the attempt keeps its best round).
 
     ``observe`` (not timed) sees the model after each round, as the baselines' ``observe``.
     """
-    config, client = setting.config, setting.client
-    x_f, y_f = setting.forget
-    retained = client.without(setting.forget_ids)
-    rng = np.random.default_rng([config.seed, config.num_rounds + 1, 0, 97])
-    keep = rng.permutation(len(retained.y_train))[: config.retain_samples]
-    model = setting.model(original.state_dict)
+    config = setting.config
     observation = baselines.base.Observation(observe)
-    start = time.perf_counter()
-    history, compute = [], 0.0
-    baseline: dict[str, float] | None = None
-    best: tuple[float, torch.nn.Module, int] | None = None
-    for unlearn_round in range(1, config.unlearn_rounds + 1):
-        result = forsaken.unlearn(
-            model,
-            forget=(x_f, y_f),
-            reference=(client.x_holdout, client.y_holdout),
-            retain=(retained.x_train[keep], retained.y_train[keep]),
-            config=forsaken.ForsakenConfig(
-                target=config.unlearn_target,
-                target_fr=config.target_fr,
-                max_steps=config.forsaken_steps,
-                seed=config.seed * 7_919 + config.num_rounds + 1,
-            ),
-            oracle=setting.oracle,
-            accuracy_baseline=baseline,
-        )
-        compute += result.seconds
-        if baseline is None:
-            baseline = {key: result.history[0][key] for key in forsaken.GUARDED}
-        model = forsaken.apply_mask(model, result.mask)
-        after = setting.oracle.decide(model, x_f, y_f)
-        fr = forgetting_rate_from_arrays(setting.forget_ids, before, after).fr
-        history.append({"unlearn-round": unlearn_round, "steps": result.steps, "fr": fr})
-        observation(unlearn_round, model.state_dict())
-        if math.isfinite(fr) and (best is None or fr >= best[0]):
-            best = (fr, model, unlearn_round)
-        if math.isfinite(fr) and fr >= config.target_fr:
-            break
-        if not any(bool(delta.any()) for delta in result.mask.values()):
-            break  # as the server: the next round would repeat this one
-    if best is not None and best[2] != history[-1]["unlearn-round"]:
-        model = best[1]  # as the server: the attempt keeps its best round
-    seconds = time.perf_counter() - start - observation.seconds
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    attempt = unlearn_like_the_federation(
+        config,
+        setting.model(original.state_dict),
+        setting.oracle,
+        setting.client,
+        setting.forget_ids,
+        config.num_rounds + 1,
+        observe=lambda unlearn_round, model: observation(unlearn_round, model.state_dict()),
+    )
+    if not np.array_equal(attempt["before"], before):
+        raise RuntimeError("the oracle's decisions on the original model changed between two calls")
+    history = [
+        {"unlearn-round": r["unlearn-round"], "steps": r["steps"], "fr": r.get("fr", float("nan"))}
+        for r in attempt["rounds"]
+    ]
+    compute = sum(r["forsaken-seconds"] for r in attempt["rounds"])
+    state = {k: v.detach().clone() for k, v in attempt["model"].state_dict().items()}
     size = state_nbytes(state)
-    return UnlearnResult("forsaken", state, seconds, compute, 2 * size * len(history), 0, history)
+    return UnlearnResult("forsaken", state, attempt["seconds"], compute, 2 * size * len(history), 0, history)
 
 
 # ------------------------------------------------------------------------------------- centralized

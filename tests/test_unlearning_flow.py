@@ -345,14 +345,14 @@ def test_an_attempt_keeps_its_best_round_when_a_later_round_makes_it_worse(tmp_p
 
 
 def test_the_best_round_rule() -> None:
-    """server/best_round.py on its own: the highest FR (latest of equals), AUC closest to 0.5 for
+    """fedforget/attempt_rules.py on its own: the highest FR (latest of equals), AUC closest to 0.5 for
     ``retrain``, rounds without a measurement skipped, and no earlier round once a node failed since."""
-    from server.best_round import BestRound, judged
+    from fedforget.attempt_rules import BestRound, judged, target_met
 
     def arrays(v: float) -> ArrayRecord:
         return ArrayRecord({"w": Array(np.full(2, v, dtype=np.float32))})
 
-    best = BestRound("fr")
+    best = BestRound[ArrayRecord]("fr")
     best.offer(1, {"fr": 0.5}, arrays(1), set())
     best.offer(2, {"fr": 0.25}, arrays(2), set())
     best.offer(3, {"fr-missing": [7]}, arrays(3), set())
@@ -361,12 +361,19 @@ def test_the_best_round_rule() -> None:
     assert float(kept[1]["w"].numpy()[0]) == 1
     assert best.earlier(1, set()) is None  # round 1 was the last: nothing to change
     assert best.earlier(3, {7}) is None  # node 7 failed after round 1: its masks left the model
-    best.offer(4, {"fr": 0.5}, arrays(4), set())
-    assert best.earlier(5, set())[0] == 4  # the latest of equals
+    best.offer(4, {"fr": np.float32(0.5)}, arrays(4), set())
+    assert best.earlier(5, set())[0] == 4  # the latest of equals (numpy scalars count)
 
-    auc = BestRound("retrain")
+    auc = BestRound[ArrayRecord]("retrain")
     for number, value in ((1, 0.9), (2, 0.45), (3, 0.3), (4, float("nan"))):
         auc.offer(number, {"attack-auc": value}, arrays(number), set())
     assert auc.earlier(4, set())[0] == 2
     assert judged("retrain", {"attack-auc": 0.6}) == pytest.approx(-0.1)
     assert judged("fr", {"attack-auc": 0.6}) is None
+    assert judged("fr", {"fr": True}) is None  # a flag is not a measurement
+    assert target_met("fr", 0.9, {"fr": np.float64(0.9)})
+    assert not target_met("retrain", 0.9, {"fr": 1.0, "attack-auc": float("inf")})
+    with pytest.raises(ValueError, match="one of fr, retrain"):
+        BestRound("auc")
+    with pytest.raises(ValueError, match="one of fr, retrain"):
+        target_met("FR", 0.9, {"fr": 1.0})

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from fedforget import data, models
+from fedforget.attempt_rules import target_met
 from server.unlearning import (
     MaskRejected,
     apply_masks,
     model_hash,
     parameter_names,
-    target_met,
     validate_mask,
 )
 from server.validation import UpdateRejected, validate_update
