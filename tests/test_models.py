@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import sys
@@ -309,3 +310,39 @@ def test_build_with_real_dataset_info() -> None:
     model = build(RunConfig(dataset="digits", model="auto", seed=0))
     digits = info("digits")
     assert model(torch.zeros((2, *digits.input_shape))).shape == (2, digits.num_classes)
+
+
+@pytest.mark.parametrize("shape", [(7, 6, 28, 28), (3, 2, 9, 11), (4, 5, 8), (1, 1, 2, 2)])
+def test_fast_max_pool_equals_torch_max_pool_bit_for_bit(shape: tuple[int, ...]) -> None:
+    """The no-grad path of MaxPool2x2 (strided maxima) gives exactly nn.MaxPool2d(2)'s output, ties,
+    NaN, odd sizes (floor mode) and 3-D inputs included; with autograd it is nn.MaxPool2d(2) itself."""
+    from fedforget.models.pooling import MaxPool2x2
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator).round(decimals=1)  # rounding makes ties
+    x.view(-1)[0] = float("nan")
+    reference, fast = nn.MaxPool2d(2), MaxPool2x2()
+    with torch.no_grad():
+        expected, got = reference(x), fast(x)
+    assert got.shape == expected.shape
+    assert torch.equal(got.isnan(), expected.isnan()) and got.isnan().any()
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))
+    leaf = torch.randn(*shape, generator=generator).requires_grad_()
+    (reference(leaf) ** 2).sum().backward()
+    grad_reference = leaf.grad.clone()
+    leaf.grad = None
+    (fast(leaf) ** 2).sum().backward()
+    assert torch.equal(leaf.grad, grad_reference)
+
+
+def test_lenet_inference_is_unchanged_by_the_fast_pooling() -> None:
+    """LeNet's no-grad logits equal those of the same weights with nn.MaxPool2d(2) modules."""
+    model = build_model("lenet", INFOS["mnist"], seed=0).eval()
+    plain = copy.deepcopy(model)
+    for name, module in list(plain.features.named_children()):
+        if isinstance(module, nn.MaxPool2d):
+            plain.features[int(name)] = nn.MaxPool2d(2)
+    assert type(plain.features[2]) is nn.MaxPool2d and type(model.features[2]) is not nn.MaxPool2d
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))

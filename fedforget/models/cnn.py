@@ -19,6 +19,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from fedforget.models.pooling import MaxPool2x2
+
 MIN_SIZE = 8
 """Smallest height/width that survives the three 2x2 poolings of the default architecture."""
 
@@ -47,7 +49,7 @@ class CifarCNN(nn.Module):
         self.num_classes = int(num_classes)
         blocks: list[nn.Module] = []
         for out_channels in channels:
-            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), MaxPool2x2()]
             in_channels = out_channels
             height, width = height // 2, width // 2
         self.features = nn.Sequential(*blocks)

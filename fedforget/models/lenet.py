@@ -19,6 +19,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from fedforget.models.pooling import MaxPool2x2
+
 MIN_SIZE = 12
 """Smallest height/width that leaves a non-empty feature map after the two conv/pool stages."""
 
@@ -45,10 +47,10 @@ class LeNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(channels, 6, kernel_size=5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
             nn.Conv2d(6, 16, kernel_size=5),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2x2(),
         )
         flat = 16 * feature_size(height) * feature_size(width)
         self.classifier = nn.Sequential(
