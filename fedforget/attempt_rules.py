@@ -11,9 +11,9 @@ it). Two stopping targets (``docs/forsaken.md``):
 Each device returns its own best state, so one withdrawing device never makes its forget set look
 *more* member-like from round to round; but several devices' masks are summed, and one's can undo
 another's. The attempt therefore keeps the round judged best (:class:`BestRound`): the highest FR
-with ``"fr"``, the AUC closest to 0.5 with ``"retrain"``, the latest of equals. A node that fails after
-the best round takes its masks out of the model, which then is not the model measured in that round:
-the last round stays.
+with ``"fr"``, the AUC closest to 0.5 with ``"retrain"``, the latest of equals. A node that fails takes
+all its masks out of the model, so the rounds measured before the failure are models the server can no
+longer return to: the best round is chosen among the rounds measured since the last failure.
 
 No Flower here: the model of a round is any value (a Flower ``ArrayRecord`` on the server, a torch
 module in the simulations).
@@ -101,12 +101,17 @@ class BestRound(Generic[Model]):
         """Round ``number`` was measured as ``row`` on ``model``; ``failed``: the nodes that had failed
         by then (their masks are not in ``model``)."""
         value = judged(self.config_target, row)
-        if value is not None and (self.best is None or value >= self.best.value):
-            self.best = _Round(number, value, model, dict(row), frozenset(failed))
+        if value is None:
+            return
+        failed = frozenset(failed)
+        best = self.best
+        # a round measured before a node failed is no longer a model the server can go back to
+        if best is None or best.failed != failed or value >= best.value:
+            self.best = _Round(number, value, model, dict(row), failed)
 
     def earlier(self, last: int, failed: Set[int] = frozenset()) -> tuple[int, Model, dict[str, Any]] | None:
-        """``(round, model, row)`` of the best round when it is not ``last`` and no node failed since;
-        ``None`` when the last round stays."""
+        """``(round, model, row)`` of the best round when it is not ``last`` and no node failed since
+        (``failed``: the nodes failed by the end of the attempt); ``None`` when the last round stays."""
         best = self.best
         if best is None or best.number == last or best.failed != frozenset(failed):
             return None

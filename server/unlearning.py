@@ -22,7 +22,9 @@ For a batch of new withdrawal requests (several clients may withdraw in the same
    it in the later rounds, so its accuracy guard bounds the whole attempt, not each round. A round in
    which every accepted mask is zero ends the attempt (the next round would repeat it);
 5. the attempt returns its **best** round's model (highest FR, or AUC closest to 0.5; event
-   ``unlearning-kept-round`` when that is not the last round), unless a node failed after it.
+   ``unlearning-kept-round`` when that is not the last round), chosen among the rounds measured
+   since the last node failure (a failed node's masks leave the model, so the earlier rounds' models
+   are gone).
 
 An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a mask that
 fails validation in any round drops out, every mask it sent in the attempt is taken back out of the

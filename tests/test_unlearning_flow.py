@@ -363,6 +363,12 @@ def test_the_best_round_rule() -> None:
     assert best.earlier(3, {7}) is None  # node 7 failed after round 1: its masks left the model
     best.offer(4, {"fr": np.float32(0.5)}, arrays(4), set())
     assert best.earlier(5, set())[0] == 4  # the latest of equals (numpy scalars count)
+    # node 7 fails in round 5: its masks leave the model, rounds 1-4 cannot be returned to; the best
+    # is chosen among the rounds since (5, 6), even below round 4's FR
+    best.offer(5, {"fr": 0.375}, arrays(5), {7})
+    best.offer(6, {"fr": 0.25}, arrays(6), {7})
+    kept = best.earlier(6, {7})
+    assert kept is not None and kept[0] == 5 and float(kept[1]["w"].numpy()[0]) == 5
 
     auc = BestRound[ArrayRecord]("retrain")
     for number, value in ((1, 0.9), (2, 0.45), (3, 0.3), (4, float("nan"))):
