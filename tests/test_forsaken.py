@@ -179,6 +179,40 @@ def test_the_accuracy_guard_is_relative_to_the_given_baseline(location_mlp: Setu
             unlearn(baseline)
 
 
+def test_a_repair_phase_wins_accuracy_back_and_lets_forgetting_go_on() -> None:
+    """digits, a tight accuracy budget: forgetting stalls with the guard binding. Without repair the run
+    stops there; with it, a repair phase (kept only where it widens the guard's slack) resets the
+    escalation and forgetting goes on from the same trajectory, so the best state is at least as good."""
+    s = _setup("mlp", "digits", num_members=500)
+
+    def run(repair_steps: int) -> forsaken.ForsakenResult:
+        config = forsaken.ForsakenConfig(
+            max_accuracy_drop=0.01, target_fr=1.0, max_steps=40, repair_steps=repair_steps
+        )
+        return forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+
+    plain, repaired = run(0), run(30)
+    assert plain.stopped_because == "stalled" and not any(r.get("repair") for r in plain.history)
+    repairs = [i for i, r in enumerate(repaired.history) if r.get("repair")]
+    assert repairs, "no repair phase ran"
+    # the same trajectory up to the first repair (the stall where the plain run stopped)
+    prefix = repairs[0]
+    assert [r["fr"] for r in repaired.history[:prefix]] == [r["fr"] for r in plain.history[:prefix]]
+    assert len(plain.history) == prefix
+    guard = {key: repaired.history[0][key] for key in forsaken.GUARDED}
+
+    def slack(row: dict) -> float:
+        return min(row[key] - guard[key] for key in forsaken.GUARDED)
+
+    for i in repairs:
+        assert slack(repaired.history[i]) > slack(repaired.history[i - 1])  # kept only where it helps
+        assert repaired.history[i]["flatten"] == 0.0  # the escalation starts over
+    assert any(r["accepted"] and not r.get("repair") for r in repaired.history[prefix + 1 :])
+    assert repaired.final["fr"] >= plain.final["fr"]
+    assert repaired.final is repaired.history[repaired.best_step]
+    assert len(repaired.history) - 1 <= 40  # a repair phase counts as a step
+
+
 def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     # digits: never-seen samples are judged members too (a retrained model has FR ~0), so FR >= 0.9 means
     # over-forgetting, while looking like never-seen data (AUC ~0.5) comes much sooner
@@ -360,6 +394,9 @@ def test_clear_errors_for_bad_inputs(small: tuple) -> None:
         ({"max_scale": 0.5}, ValueError, "max_scale must be >= 1"),
         ({"nonmember_margin": 1.0}, ValueError, r"nonmember_margin must be in \[0, 1\)"),
         ({"focus": 1.5}, ValueError, r"focus must be in \[0, 1\]"),
+        ({"repair_steps": -1}, ValueError, "repair_steps must be >= 0"),
+        ({"repair_lr": 0.0}, ValueError, "repair_lr must be > 0"),
+        ({"max_repairs": 1.5}, TypeError, "max_repairs must be an integer"),
     ],
 )
 def test_config_validation(changes: dict, error: type, message: str) -> None:

@@ -90,6 +90,16 @@ class ForsakenConfig:
     escalation: float = 0.25
     """Escalation increment of e: the targets go further from the threshold (deeper into the non-member
     pool, or towards uniform), the keep terms weigh (1 - e); in [0, 1]."""
+    repair_steps: int = 50
+    """Repair phase: when forgetting stalls fully escalated with the accuracy guard refusing helpful
+    steps, this many Adam steps pull the model back
+    to the original's confidence vectors on retained and reference data while the forget set's stay
+    anchored; kept only if it widens the accuracy guard's slack, then forgetting resumes
+    (``docs/forsaken.md``, Repair). 0: no repair; >= 0."""
+    repair_lr: float = 0.03
+    """Adam learning rate of the repair steps, relative to each tensor's RMS; > 0."""
+    max_repairs: int = 3
+    """Most repair phases in one call (each counts as one step of ``max_steps``); >= 0."""
     batch_size: int = 128
     """Samples per retained / reference batch, and the cap on forget samples per step; >= 1."""
     seed: int = 0
@@ -157,6 +167,9 @@ class ForsakenConfig:
             ),
             ("escalation", False, "in [0, 1]", 0 <= _number("escalation", self.escalation) <= 1),
             ("patience", True, ">= 1", _number("patience", self.patience, integer=True) >= 1),
+            ("repair_steps", True, ">= 0", _number("repair_steps", self.repair_steps, integer=True) >= 0),
+            ("repair_lr", False, "> 0", _number("repair_lr", self.repair_lr) > 0),
+            ("max_repairs", True, ">= 0", _number("max_repairs", self.max_repairs, integer=True) >= 0),
             ("batch_size", True, ">= 1", _number("batch_size", self.batch_size, integer=True) >= 1),
             ("seed", True, ">= 0", _number("seed", self.seed, integer=True) >= 0),
         )

@@ -280,6 +280,8 @@ class _Unlearner:
             if getattr(model, "loss_name", "cross_entropy") != "cross_entropy":
                 self.temperature = _fit_temperature(ref_logits, self.yr)
             self.reference_probs = torch.softmax(self.temperature * ref_logits, dim=1)
+            # the original model's confidence vectors on the retained samples (the repair phase's anchor)
+            self.retain_probs = torch.softmax(self.temperature * _chunked(self.work, self.xk), dim=1)
             forget_probs = torch.softmax(self.temperature * _chunked(self.work, self.xf), dim=1)
             # (forget probs, movers, reference scores) when the escalation deepens the non-member pool
             self.deepen: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
@@ -300,6 +302,7 @@ class _Unlearner:
         self.generator = MaskGenerator.seeded(config.seed, hidden=config.generator_hidden).to(self.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
         self.eta = config.step_size
+        self.guard_blocked = False  # since the last repair: a helpful step was refused as too far
 
     def _targets(
         self, forget_probs: torch.Tensor, reference: Pair, fit: torch.Tensor
@@ -524,6 +527,10 @@ class _Unlearner:
             return True
         return config.target == "retrain" and row["auc"] < 0.5 - config.auc_tolerance
 
+    def _slack(self, row: Mapping[str, Any]) -> float:
+        """How far the guarded accuracies are above their floors (the smaller of the two)."""
+        return min(float(row[key]) - self.guard[key] for key in GUARDED)
+
     def escalate(self) -> None:
         """Raise the escalation level e by ``escalation``; the keep terms are weighted ``(1 - e)``.
 
@@ -614,9 +621,52 @@ class _Unlearner:
             if not self.too_far(measured):
                 self.refocus()
                 return True, scales[i], after, measured, float(self.sparse_term(mask, forget_dir))
+            self.guard_blocked = True  # a step that helped went too far: the accuracy budget binds
             for n, m in mask.items():  # undo, try the next smaller scale
                 self.delta[n] = self.delta[n] - m
         return False, 0.0, before, None, 0.0
+
+    def repair(self) -> None:
+        """The repair phase: ``repair_steps`` Adam steps on the masked parameters' change ``M``, minimising
+
+            L_repair(w) = KL-mean_{B_k}( p_{w_0} || p_w ) + KL-mean_{B_r}( p_{w_0} || p_w )
+                          + KL-mean_{F}( p_{w_a} || p_w ),
+
+        on fresh batches each step, with ``w_a`` the weights at the start of the phase: the model is
+        pulled back to the original model's confidence vectors on retained and never-seen data (which
+        wins back accuracy without fitting the client's own label distribution, as the cross-entropy
+        would), while the forget set's confidence vectors stay where forgetting left them. Adam's
+        learning rate for a tensor is ``repair_lr * RMS(tensor in w_0)``. The caller keeps the result
+        only if it raised the guarded accuracies' slack; then the escalation is reset."""
+        config = self.config
+        with torch.no_grad():
+            anchor = torch.softmax(self.temperature * self.forward(self.params(), self.xf), dim=1)
+        deltas = {n: self.delta[n].clone().requires_grad_() for n in self.masked}
+        # Adam moves every weight by about its learning rate: scale it to each tensor's RMS
+        groups = [
+            {"params": [d], "lr": config.repair_lr * max(float(self.base[n].pow(2).mean().sqrt()), 1e-3)}
+            for n, d in deltas.items()
+        ]
+        optimizer = torch.optim.Adam(groups)
+        for _ in range(config.repair_steps):
+            batch = self.next_batch()
+            params = {n: self.base[n] + (deltas[n] if n in deltas else self.delta[n]) for n in self.base}
+            logits_k = self.forward(params, self.xk[batch.retain])
+            logits_f = self.forward(params, self.xf[batch.forget])
+            logits_r = self.forward(params, self.xr[batch.reference])
+            loss = (
+                _kl_to_targets(self.temperature * logits_k, self.retain_probs[batch.retain])
+                + _kl_to_targets(self.temperature * logits_r, self.reference_probs[batch.reference])
+                + _kl_to_targets(self.temperature * logits_f, anchor[batch.forget])
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        for n, d in deltas.items():
+            self.delta[n] = d.detach().clone()
+        self.flatten = 0.0
+        self.targets = self.base_targets
+        self.eta = config.step_size
 
     def run(self) -> ForsakenResult:
         config = self.config
@@ -652,6 +702,7 @@ class _Unlearner:
             total=config.max_steps, desc="forsaken", unit="step", disable=not config.progress, leave=False
         )
         step = 0
+        repairs, forgot_since_repair = 0, False
         while stopped is None:
             if step >= config.max_steps:
                 stopped = "max-steps"
@@ -697,11 +748,56 @@ class _Unlearner:
             best_fr, best_gap = max(best_fr, row["fr"]), min(best_gap, abs(row["auc"] - 0.5))
             best_forget = min(best_forget, forget_now)
             stale = 0 if progress else stale + 1
+            if accepted:
+                forgot_since_repair = True
             if stopped is None and stale >= config.patience:
                 if config.escalation > 0 and self.flatten < 1.0:
                     self.escalate()
                     best_forget, stale, self.eta = math.inf, 0, config.step_size
                     row["escalated_to"] = self.flatten
+                elif (
+                    config.repair_steps > 0
+                    and repairs < config.max_repairs
+                    and forgot_since_repair
+                    and self.guard_blocked
+                    and step < config.max_steps
+                ):
+                    # forgetting stalled: win accuracy back, keep the forget set where it is, go on
+                    step += 1
+                    repairs += 1
+                    kept_delta, kept_member = dict(self.delta), self.last_member
+                    self.repair()
+                    measured = self.measure()
+                    if self._slack(measured) <= self._slack(row):  # it did not help: undo, stop
+                        self.delta, self.last_member = kept_delta, kept_member
+                        row["repair_undone"] = True
+                        stopped = "stalled"
+                        break
+                    self.refocus()
+                    with torch.no_grad():
+                        terms = {k: float(v) for k, v in self.objective(self.params(), held_out).items()}
+                    row = {
+                        "step": step,
+                        "accepted": True,
+                        "repair": True,
+                        "scale": 0.0,
+                        "objective": float(self.total(terms)),
+                        **{f"{k}_loss": v for k, v in terms.items()},
+                        "sparse": 0.0,
+                        "gated_neurons": 0,
+                        "flatten": self.flatten,
+                        **measured,
+                        "seconds": time.perf_counter() - start,
+                    }
+                    history.append(row)
+                    bar.update(1)
+                    if not self.too_far(row) and self.judged(row) >= best_value:
+                        best_step, best_value = step, self.judged(row)
+                        best_delta = {n: d.clone() for n, d in self.delta.items()}
+                    best_fr, best_gap = max(best_fr, row["fr"]), min(best_gap, abs(row["auc"] - 0.5))
+                    best_forget, stale, forgot_since_repair = math.inf, 0, False
+                    self.guard_blocked = False
+                    stopped = self.reached(row)
                 else:
                     stopped = "stalled"
         bar.close()
