@@ -702,7 +702,7 @@ class _Unlearner:
             total=config.max_steps, desc="forsaken", unit="step", disable=not config.progress, leave=False
         )
         step = 0
-        repairs, forgot_since_repair = 0, False
+        repairs, forgot_since_repair, value_at_repair = 0, False, -math.inf
         while stopped is None:
             if step >= config.max_steps:
                 stopped = "max-steps"
@@ -760,11 +760,13 @@ class _Unlearner:
                     and repairs < config.max_repairs
                     and forgot_since_repair
                     and self.guard_blocked
+                    and best_value > value_at_repair  # the last repair paid off (or there was none)
                     and step < config.max_steps
                 ):
                     # forgetting stalled: win accuracy back, keep the forget set where it is, go on
                     step += 1
                     repairs += 1
+                    value_at_repair = best_value
                     kept_delta, kept_member = dict(self.delta), self.last_member
                     self.repair()
                     measured = self.measure()
