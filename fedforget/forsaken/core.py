@@ -668,6 +668,34 @@ class _Unlearner:
         self.targets = self.base_targets
         self.eta = config.step_size
 
+    def repaired_row(
+        self, row: Mapping[str, Any], step: int, held_out: _Batch, start: float
+    ) -> dict[str, Any] | None:
+        """Run a repair phase after ``row``; its history row (``repair = True``), or ``None`` with the
+        state as before when it did not widen the guard's slack."""
+        kept_delta, kept_member = dict(self.delta), self.last_member
+        self.repair()
+        measured = self.measure()
+        if self._slack(measured) <= self._slack(row):
+            self.delta, self.last_member = kept_delta, kept_member
+            return None
+        self.refocus()
+        with torch.no_grad():
+            terms = {k: float(v) for k, v in self.objective(self.params(), held_out).items()}
+        return {
+            "step": step,
+            "accepted": True,
+            "repair": True,
+            "scale": 0.0,
+            "objective": float(self.total(terms)),
+            **{f"{k}_loss": v for k, v in terms.items()},
+            "sparse": 0.0,
+            "gated_neurons": 0,
+            "flatten": self.flatten,
+            **measured,
+            "seconds": time.perf_counter() - start,
+        }
+
     def run(self) -> ForsakenResult:
         config = self.config
         start = time.perf_counter()
@@ -764,33 +792,14 @@ class _Unlearner:
                     and step < config.max_steps
                 ):
                     # forgetting stalled: win accuracy back, keep the forget set where it is, go on
-                    step += 1
                     repairs += 1
                     value_at_repair = best_value
-                    kept_delta, kept_member = dict(self.delta), self.last_member
-                    self.repair()
-                    measured = self.measure()
-                    if self._slack(measured) <= self._slack(row):  # it did not help: undo, stop
-                        self.delta, self.last_member = kept_delta, kept_member
+                    repaired = self.repaired_row(row, step + 1, held_out, start)
+                    if repaired is None:  # it did not widen the guard's slack: undone, stop
                         row["repair_undone"] = True
                         stopped = "stalled"
                         break
-                    self.refocus()
-                    with torch.no_grad():
-                        terms = {k: float(v) for k, v in self.objective(self.params(), held_out).items()}
-                    row = {
-                        "step": step,
-                        "accepted": True,
-                        "repair": True,
-                        "scale": 0.0,
-                        "objective": float(self.total(terms)),
-                        **{f"{k}_loss": v for k, v in terms.items()},
-                        "sparse": 0.0,
-                        "gated_neurons": 0,
-                        "flatten": self.flatten,
-                        **measured,
-                        "seconds": time.perf_counter() - start,
-                    }
+                    step, row = step + 1, repaired
                     history.append(row)
                     bar.update(1)
                     if not self.too_far(row) and self.judged(row) >= best_value:
