@@ -1,14 +1,14 @@
 """2 x 2 max-pooling that is fast where no gradient is needed (inference, scoring, line searches).
 
-PyTorch's CPU ``max_pool2d`` kernel is slow for small feature maps: on a LeNet batch of 128 MNIST
-images it took about half of a no-grad forward pass (1 thread). Without autograd, the same pooling
-is two element-wise maxima over strided views:
+PyTorch's CPU ``max_pool2d`` kernel is slow for small feature maps (in a scratch timing on one thread it
+was a large share of LeNet's no-grad forward pass). Without autograd, the same pooling is two
+element-wise maxima over strided views:
 
     out[n, c, i, j] = max(x[n, c, 2i, 2j], x[n, c, 2i, 2j+1], x[n, c, 2i+1, 2j], x[n, c, 2i+1, 2j+1])
 
-which gives bit-identical outputs (the maximum of the same four floats) and halved the LeNet forward
-pass. With autograd (training, gradients) the module is ``nn.MaxPool2d(2)`` itself, so gradients and
-the routing of ties are exactly PyTorch's. Odd trailing rows and columns are dropped, as
+which gives bit-identical outputs (the maximum of the same four floats) at a lower cost. With
+autograd (training, gradients) the module is ``nn.MaxPool2d(2)`` itself, so gradients and the routing
+of ties are exactly PyTorch's. Odd trailing rows and columns are dropped, as
 ``nn.MaxPool2d(2)`` (floor mode) drops them.
 """
 
