@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedforget.records import RunRecord
+from fedforget.records import RunRecord, is_unlearning_round
 
 
 def _steps(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -16,7 +16,7 @@ def _steps(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
             out.append(("0", row))
         elif row.get("phase") == "train":
             out.append((str(row["round"]), row))
-        elif row.get("phase") == "unlearn" and "unlearn-round" in row:
+        elif is_unlearning_round(row):
             out.append((f"U{row['round']}.{row['unlearn-round']}", row))
     return out
 

@@ -50,6 +50,15 @@ def new_run_id(dataset: str) -> str:
     return f"{stamp}-{safe}-{secrets.token_hex(2)}"
 
 
+def is_unlearning_round(row: Mapping[str, Any]) -> bool:
+    """Whether a ``metrics.jsonl`` row measures one unlearning round's model.
+
+    Such rows have ``phase == "unlearn"`` and an ``unlearn-round``; event rows of the same phase
+    (``unlearning-stalled``, ``unlearning-kept-round``) name a round too but measure nothing new.
+    """
+    return row.get("phase") == "unlearn" and "unlearn-round" in row and "event" not in row
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fedforget.records import RunRecord
+from fedforget.records import RunRecord, is_unlearning_round
 from simulations.run import resolve_run_config, simulate
 
 DEFAULT_CLIENTS = (10, 100, 1000)
@@ -186,7 +186,7 @@ def measure_point(
     times = watcher.row_times + [time.monotonic()] * (len(rows) - len(watcher.row_times))
     train = [r for r in rows if r.get("phase") == "train"]
     received = next(i for i, r in enumerate(rows) if r.get("event") == "request-received")
-    unlearn = [i for i, r in enumerate(rows) if r.get("phase") == "unlearn" and "unlearn-round" in r]
+    unlearn = [i for i, r in enumerate(rows) if is_unlearning_round(r)]
     # The row before the withdrawal is the last train row (round 1); the oracle row may sit between.
     before = max(i for i in range(received) if rows[i].get("phase") == "train")
     last_unlearn = rows[unlearn[-1]] if unlearn else {}

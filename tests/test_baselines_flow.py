@@ -17,6 +17,7 @@ import torch
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedforget import training
+from fedforget.records import is_unlearning_round
 from fedforget.request_store import RequestStore
 from server.ledger import DELIVERED
 from server.loop import run_federated_training
@@ -77,7 +78,7 @@ def test_each_method_goes_through_the_withdrawal_flow(
     run_federated_training(InProcessGrid(run_config, tmp_path), run)
     rows = run.record.metrics()
 
-    unlearn = [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+    unlearn = [r for r in rows if is_unlearning_round(r)]
     assert unlearn, "no unlearning round was recorded"
     assert {r["method"] for r in unlearn} == {method}
     assert all(r["round"] == 3 for r in unlearn)
@@ -222,7 +223,7 @@ def test_a_server_side_attempt_whose_round_fails_leaves_the_model_and_is_retried
     assert len(failed) == 1 and failed[0]["round"] == 3 and "finetune round failed" in failed[0]["reason"]
     (entry,) = run.ledger.entries()
     assert entry.state == DELIVERED and entry.attempts == 2
-    unlearn = [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+    unlearn = [r for r in rows if is_unlearning_round(r)]
     assert {r["round"] for r in unlearn} == {4}  # only the retry produced unlearning rows
     # The failed attempt changed nothing: round 3 trained on round 2's model (without the withdrawn
     # samples), and the retry started from that round-3 model.

@@ -11,6 +11,7 @@ import pytest
 
 from fedforget import data
 from fedforget.client_data import ClientData
+from fedforget.records import is_unlearning_round
 from fedforget.withdrawals import parse_schedule, resolve_ids
 from simulations.run import resolve_run_config, simulate
 
@@ -75,7 +76,7 @@ def test_withdrawals_of_every_grain_are_unlearned_and_audited(tmp_path: Path) ->
     first = received[0]
     n_first = len(expected["r2-c0-samples-0.1"]) + len(expected["r2-c1-class-3"])
     assert first["b-t"] + first["b-f"] == first["num-forget"] == n_first
-    unlearn_rows = [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+    unlearn_rows = [r for r in rows if is_unlearning_round(r)]
     assert [r["round"] for r in unlearn_rows] == [2, 3]
     assert unlearn_rows[0]["masks-accepted"] == 2 and unlearn_rows[0]["masks-rejected"] == 0
     assert unlearn_rows[0]["bytes-up"] > 0 and unlearn_rows[0]["mask-nonzero"] > 0

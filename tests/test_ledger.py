@@ -16,6 +16,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedforget.config import ConfigError
+from fedforget.records import is_unlearning_round
 from fedforget.request_store import RequestStore
 from server.ledger import DELIVERED, RECEIVED, UNLEARNED, UNLEARNING, Ledger, LedgerError, ids_digest
 from server.loop import run_federated_training
@@ -145,7 +146,7 @@ def _run_config(tmp: Path, **changes: object) -> dict:
 
 
 def _unlearn_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r]
+    return [r for r in rows if is_unlearning_round(r)]
 
 
 def _device(tmp: Path, partition: int = 0) -> RequestStore:

@@ -14,7 +14,7 @@ import torch
 from fedforget.config import RunConfig
 from fedforget.data import load_dataset
 from fedforget.models import build
-from fedforget.records import RunRecord
+from fedforget.records import RunRecord, is_unlearning_round
 from fedforget.splits import make_split
 
 
@@ -203,3 +203,17 @@ def test_run_dir_from_environment_when_config_has_none(
     record = RunRecord.create(config)
     assert record.path == (tmp_path / "env-runs" / "from-env").resolve()
     assert (record.path / "config.json").is_file()
+
+
+def test_only_measured_unlearning_rounds_count_as_unlearning_rounds() -> None:
+    # the rows a withdrawal leaves when a round changed nothing (server/unlearning.py)
+    rows = [
+        {"round": 1, "phase": "train"},
+        {"round": 1, "phase": "withdrawal", "event": "request-received"},
+        {"round": 2, "phase": "unlearn", "event": "unlearn-round-sent"},
+        {"round": 2, "phase": "unlearn", "unlearn-round": 1, "fr": 0.0},
+        {"round": 2, "phase": "unlearn", "event": "unlearning-stalled", "unlearn-round": 1},
+        {"round": 2, "phase": "unlearn", "event": "unlearning-kept-round", "unlearn-round": 1},
+        {"round": 2, "phase": "train", "fr": 0.5},
+    ]
+    assert [i for i, r in enumerate(rows) if is_unlearning_round(r)] == [3]

@@ -14,6 +14,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedforget.records import is_unlearning_round
 from server.loop import run_federated_training
 from server.setup import prepare_run
 from tests.inprocess import InProcessGrid
@@ -58,7 +59,7 @@ def test_a_malicious_mask_is_rejected_and_not_applied(tmp_path: Path) -> None:
     rejected = [r for r in rows if r.get("event") == "mask-rejected"]
     assert len(rejected) == 1 and rejected[0]["node"] == bad_node
     assert "exceeds max-mask-ratio" in rejected[0]["reason"]
-    unlearn = next(r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r)
+    unlearn = next(r for r in rows if is_unlearning_round(r))
     assert unlearn["masks-accepted"] == 1 and unlearn["masks-rejected"] == 1
     # The applied change is the good client's mask only: small, finite, and the model still works.
     import torch
@@ -117,7 +118,7 @@ def test_no_valid_mask_leaves_the_model_untouched_and_the_requests_open(tmp_path
     assert sorted(e.partition for e in entries) == [0, 1]
     assert all(e.state == "received" and e.attempts == 1 for e in entries)
     # The training round after the failed attempt started from the model before it.
-    unlearn = next(r for r in rows if r["phase"] == "unlearn" and "unlearn-round" in r)
+    unlearn = next(r for r in rows if is_unlearning_round(r))
     received = next(r for r in rows if r["phase"] == "withdrawal" and r.get("event") == "request-received")
     assert unlearn["test-accuracy"] == received["test-accuracy"]
 
@@ -282,9 +283,7 @@ def test_a_round_in_which_no_device_changes_the_model_ends_the_attempt(tmp_path:
     grid = InProcessGrid(run_config, tmp_path, nothing)
     run_federated_training(grid, run)
     rows = run.record.metrics()
-    unlearn_rows = [
-        r for r in rows if r.get("phase") == "unlearn" and "unlearn-round" in r and "event" not in r
-    ]
+    unlearn_rows = [r for r in rows if is_unlearning_round(r)]
     assert [r["unlearn-round"] for r in unlearn_rows] == [1]
     assert unlearn_rows[0]["masks-accepted"] == 2 and unlearn_rows[0]["mask-nonzero"] == 0
     (stalled,) = [r for r in rows if r.get("event") == "unlearning-stalled"]
@@ -319,11 +318,7 @@ def test_an_attempt_keeps_its_best_round_when_a_later_round_makes_it_worse(tmp_p
     grid = InProcessGrid(run_config, tmp_path, undo_in_round_two)
     run_federated_training(grid, run)
     rows = run.record.metrics()
-    measured = {
-        r["unlearn-round"]: r
-        for r in rows
-        if r.get("phase") == "unlearn" and "unlearn-round" in r and "event" not in r
-    }
+    measured = {r["unlearn-round"]: r for r in rows if is_unlearning_round(r)}
     assert sorted(measured) == [1, 2], "the test needs a second round (round 1 met FR 1.0?)"
     assert measured[2]["fr"] == 0  # round 2 brought back the model before the attempt
     kept = [r for r in rows if r.get("event") == "unlearning-kept-round"]
