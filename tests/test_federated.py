@@ -236,8 +236,33 @@ def test_benchmark_main_writes_finite_results(tmp_path: Path, capsys: pytest.Cap
     assert 0 < case["num-forget"] < case["client-0-train"]
     assert len(case["original-history"]) == 3
     assert doc["summary"]["cases"] == 1 and set(doc["summary"]["bar"]) == {"fr", "accuracy", "speed", "all"}
-    assert "| digits/iid/mlp/0.05 |" in md and "**mean**" in md
+    assert case["target"] == "fr" and case["bar"]["target"] is bool(case["bar"]["fr"])
+    assert "| digits/iid/mlp/0.05 |" in md and "**mean**" in md and "Stopping target" not in md
     assert "digits/iid/mlp/0.05" in capsys.readouterr().out
+
+
+def test_benchmark_with_the_retrain_target_stops_and_is_judged_by_the_attack_auc(tmp_path: Path) -> None:
+    from fedforget.attempt_rules import AUC_TOLERANCE
+    from simulations import forsaken_benchmark
+
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--datasets", "digits", "--rounds", "2", "--forsaken-steps", "30"]
+    argv += ["--unlearn-rounds", "2", "--target", "retrain", "--out", str(out)]
+    assert forsaken_benchmark.main(argv) == 0
+    doc = json.loads(out.read_text())
+    (case,) = doc["cases"]
+    assert case["target"] == "retrain"
+    met = abs(case["auc-forsaken"] - 0.5) <= AUC_TOLERANCE
+    assert case["bar"]["target"] is met
+    assert case["bar"]["target-all"] is (met and case["bar"]["accuracy"] and case["bar"]["speed"])
+    # every measured round carries the AUC it was judged by; a round that met the target is the last
+    rounds = [r for r in case["unlearning"] if "fr" in r]
+    assert rounds and all(math.isfinite(r["attack-auc"]) for r in rounds)
+    assert all(abs(r["attack-auc"] - 0.5) > AUC_TOLERANCE for r in rounds[:-1])
+    summary = doc["summary"]
+    assert summary["rows-meeting"]["target"] == int(met)
+    assert summary["auc-gap-forsaken"] == pytest.approx(abs(case["auc-forsaken"] - 0.5))
+    assert "Stopping target: retrain" in out.with_suffix(".md").read_text()
 
 
 def test_benchmark_forsaken_overrides_are_typed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
