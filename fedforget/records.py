@@ -9,9 +9,10 @@ Layout (documented in ``docs/run-record.md``)::
       checkpoints/round-<r>.pt   global model state_dict after round r
       resume.pt            the resume point: model, last completed round, unlearnings it holds
 
-Every write is crash-safe: JSON documents and checkpoints are written to a temporary file and
-renamed into place; ``metrics.jsonl`` lines are flushed and fsynced one by one, so a crash loses at
-most the line being written.
+Every write is crash-safe: JSON documents and checkpoints are written to a temporary file, fsynced,
+renamed into place, and the folder is fsynced (so the new name survives a power cut too);
+``metrics.jsonl`` lines are flushed and fsynced one by one, so a crash loses at most the line being
+written.
 """
 
 from __future__ import annotations
@@ -59,7 +60,26 @@ def is_unlearning_round(row: Mapping[str, Any]) -> bool:
     return row.get("phase") == "unlearn" and "unlearn-round" in row and "event" not in row
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def fsync_directory(folder: str | os.PathLike[str]) -> None:
+    """fsync ``folder`` itself, so that the names created or renamed in it survive a power cut.
+
+    A file's own fsync makes its bytes durable, not its directory entry: after ``os.replace`` the
+    new name is durable only once the directory is fsynced too.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    The data goes to a temporary file in the same folder, which is fsynced, renamed onto ``path``
+    (``os.replace``, atomic), and then the folder is fsynced so the rename itself is durable.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -71,6 +91,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)
 
 
 def _jsonable(value: Any) -> Any:
@@ -122,7 +143,7 @@ class RunRecord:
     # ------------------------------------------------------------------ writing
     def write_json(self, name: str, document: Mapping[str, Any]) -> Path:
         target = self.path / name
-        _atomic_write_bytes(target, json.dumps(_jsonable(document), indent=1).encode())
+        atomic_write_bytes(target, json.dumps(_jsonable(document), indent=1).encode())
         return target
 
     def write_split(self, split: Split) -> Path:
@@ -131,10 +152,14 @@ class RunRecord:
     def append_metrics(self, row: Mapping[str, Any]) -> None:
         """Append one JSON object to ``metrics.jsonl`` (flushed and fsynced)."""
         line = json.dumps(_jsonable(row), allow_nan=False) + "\n"
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        path = self.path / "metrics.jsonl"
+        new = not path.exists()
+        with open(path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+        if new:  # the file's name is durable once its folder is fsynced
+            fsync_directory(self.path)
 
     def save_checkpoint(self, server_round: int, state_dict: Mapping[str, torch.Tensor]) -> Path:
         """Write ``checkpoints/round-<r>.pt`` atomically."""
@@ -143,7 +168,7 @@ class RunRecord:
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
         target = self.path / "checkpoints" / f"round-{server_round}.pt"
-        _atomic_write_bytes(target, buffer.getvalue())
+        atomic_write_bytes(target, buffer.getvalue())
         return target
 
     def save_named_checkpoint(self, name: str, state_dict: Mapping[str, torch.Tensor]) -> Path:
@@ -155,7 +180,7 @@ class RunRecord:
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
         target = self.path / "checkpoints" / f"{name}.pt"
-        _atomic_write_bytes(target, buffer.getvalue())
+        atomic_write_bytes(target, buffer.getvalue())
         return target
 
     def save_resume_point(
@@ -185,7 +210,7 @@ class RunRecord:
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         target = self.path / "resume.pt"
-        _atomic_write_bytes(target, buffer.getvalue())
+        atomic_write_bytes(target, buffer.getvalue())
         return target
 
     def load_resume_point(

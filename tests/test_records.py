@@ -217,3 +217,39 @@ def test_only_measured_unlearning_rounds_count_as_unlearning_rounds() -> None:
         {"round": 2, "phase": "train", "fr": 0.5},
     ]
     assert [i for i, r in enumerate(rows) if is_unlearning_round(r)] == [3]
+
+
+def test_every_rename_into_the_record_is_followed_by_an_fsync_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A power cut cannot be pulled here; what can be checked is that the folder holding each
+    # renamed file is fsynced after the rename (the file's own fsync does not make its name durable).
+    import stat
+
+    events: list[tuple[str, object]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        events.append(("fsync-dir" if stat.S_ISDIR(info.st_mode) else "fsync-file", info.st_ino))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        events.append(("replace", Path(dst).parent.stat().st_ino))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    record = RunRecord.create(_config(tmp_path))
+    state = build(record.config()).state_dict()
+    record.save_resume_point(0, state, {})
+    record.save_checkpoint(1, state)
+    record.append_metrics({"round": 0})
+    folders = {record.path.stat().st_ino, (record.path / "checkpoints").stat().st_ino}
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "replace"]
+    assert len(renames) == 3  # config.json, resume.pt, checkpoints/round-1.pt
+    for i in renames:
+        folder = events[i][1]
+        assert folder in folders and ("fsync-dir", folder) in events[i + 1 :], events
+    # the new metrics.jsonl's name is made durable too
+    assert events[-1] == ("fsync-dir", record.path.stat().st_ino)
