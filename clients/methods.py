@@ -35,15 +35,10 @@ from flwr.app import ConfigRecord
 from clients.context import ClientSetup
 from fedforget import forsaken
 from fedforget.baselines import AscentConfig, PGAConfig, ascent_delta, pga_delta
-from fedforget.forsaken import ForsakenConfig
+from fedforget.forsaken.on_device import guard_name, unlearn_on_device
 from fedforget.mia import MembershipOracle
 
 CLIENT_METHODS = ("forsaken", "gradient-ascent", "pga")
-
-
-def guard_name(key: str) -> str:
-    """The message key of one of Forsaken's guarded accuracies: ``retain_acc`` -> ``guard-retain-acc``."""
-    return "guard-" + key.replace("_", "-")
 
 
 """Methods whose unlearning is a delta computed on the withdrawing device."""
@@ -103,30 +98,23 @@ def _forsaken(
 ) -> ClientDelta:
     device, run = setup.device, setup.config
     retained = device.training_data()
-    x_keep, y_keep = retained.x_train, retained.y_train
-    if len(y_keep) == 0:
-        # A device that withdrew everything has no retained training data: its held-out data (never
-        # trained on, still its own) keeps the accuracy term meaningful.
-        x_keep, y_keep = device.reference_set()
-    rng = np.random.default_rng([run.seed, setup.server_round, setup.partition_id, 97])
-    keep = rng.permutation(len(y_keep))[: run.retain_samples]
-    forsaken_config = ForsakenConfig(
-        target=str(config.get("unlearn-target", run.unlearn_target)),
-        target_fr=float(config.get("target-fr", run.target_fr)),
-        max_steps=int(config.get("forsaken-steps", run.forsaken_steps)),
-        seed=run.seed * 7_919 + setup.server_round,
-    )
     # The guard's baseline: from the server (what this device reported in the attempt's first round),
     # so the accuracy budget bounds the whole withdrawal, not each unlearning round.
     baseline = None
     if all(guard_name(key) in config for key in forsaken.GUARDED):
         baseline = {key: float(config[guard_name(key)]) for key in forsaken.GUARDED}
-    result = forsaken.unlearn(
+    result = unlearn_on_device(
         setup.model,
         forget=forget,
         reference=device.reference_set(),
-        retain=(x_keep[keep], y_keep[keep]),
-        config=forsaken_config,
+        retained=(retained.x_train, retained.y_train),
+        run_seed=run.seed,
+        server_round=setup.server_round,
+        partition_id=setup.partition_id,
+        retain_samples=run.retain_samples,
+        target=str(config.get("unlearn-target", run.unlearn_target)),
+        target_fr=float(config.get("target-fr", run.target_fr)),
+        max_steps=int(config.get("forsaken-steps", run.forsaken_steps)),
         oracle=oracle,
         accuracy_baseline=baseline,
     )

@@ -1,46 +1,141 @@
-"""Forsaken's unlearning rounds as the federation runs them, in one process (for the benchmarks).
+"""Forsaken's unlearning attempt as the federation runs it, in one process (for the benchmarks).
 
-One attempt: client ``client`` withdraws ``forget_ids``; up to ``unlearn-rounds`` rounds, each as
-``clients/app.py`` (``unlearn``) and ``server/unlearning.py`` do it:
+One attempt: client ``client`` withdraws ``forget_ids``. The loop is the federation's own
+(:func:`fedforget.unlearning_attempt.run_attempt`, which ``server/unlearning.py`` also runs); this module
+is only its in-process transport:
 
-1. the device runs :func:`fedforget.forsaken.unlearn` on the current global model: reference = its
-   held-out data, retain = a seeded ``retain-samples`` subset of its remaining training data (its
-   held-out data when none remains), ``ForsakenConfig(target=unlearn-target, target_fr=target-fr,
-   max_steps=forsaken-steps, seed=seed * 7_919 + server_round)``; from round 2 on, the guard's
-   accuracies of round 1 are the baseline (one accuracy budget per withdrawal);
-2. the server validates the mask (``validate_mask``, ``max-mask-ratio``; a rejected mask ends the
-   attempt with the model as it was) and adds it to the global model;
-3. the oracle judges the new model: FR against the decisions ``before`` the attempt (and the attack
-   AUC with ``unlearn-target=retrain``); the attempt ends when the target is met, or when the mask
-   was zero (the next round would repeat this one);
-4. the attempt ends with its best round's model (:class:`fedforget.attempt_rules.BestRound`).
+* asking for masks = the device's Forsaken call, :func:`fedforget.forsaken.on_device.unlearn_on_device`
+  (the ClientApp's call: same reference, retained subset, seeds and guard baseline);
+* validating = the server's rule (:func:`server.validation.validate_mask`, ``max-mask-ratio``);
+* measuring = the steering oracle's FR against its decisions ``before`` the attempt (and the attack AUC
+  with ``unlearn-target=retrain``), on the model after the round.
 
 Used by ``simulations/forsaken_benchmark.py`` (and its panel) and ``simulations/paper_table.py``, so the
-two measure the same procedure.
+two measure the same procedure as the server.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from fedforget import forsaken
-from fedforget.attempt_rules import BestRound, target_met
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
-from fedforget.forsaken import ForsakenConfig
+from fedforget.forsaken.on_device import guard_name, unlearn_on_device
 from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
 from fedforget.mia import MembershipOracle
-from server.validation import MaskRejected, parameter_names, validate_mask
+from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
+from server.validation import parameter_names, validate_mask
 
 __all__ = ["RoundObserver", "unlearn_like_the_federation"]
 
 RoundObserver = Callable[[int, torch.nn.Module], None]
 """``observe(unlearn_round, model)``: sees the global model after each round; not timed."""
+
+
+class _InProcess:
+    """The attempt's transport for one device in this process (module docstring)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        model: torch.nn.Module,
+        oracle: MembershipOracle,
+        client: ClientData,
+        forget_ids: np.ndarray,
+        server_round: int,
+        overrides: dict[str, Any] | None,
+        observe: RoundObserver | None,
+    ) -> None:
+        self.config, self.model, self.oracle, self.client = config, model, oracle, client
+        self.server_round, self.overrides, self.observe = server_round, overrides, observe
+        self.forget_ids = forget_ids
+        _, self.x_forget, self.y_forget = client.subset(forget_ids)
+        self.reference = (client.x_holdout, client.y_holdout)
+        retained = client.without(forget_ids)
+        self.retained = (retained.x_train, retained.y_train)
+        self.trainable = parameter_names(model)
+        self.before = oracle.decide(model, self.x_forget, self.y_forget)
+        self.round_fields: dict[str, Any] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.observed = 0.0
+
+    def model_at(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(dict(state))
+        return model
+
+    def ask_for_masks(
+        self,
+        state: dict[str, torch.Tensor],
+        owners: Sequence[int],
+        *,
+        unlearn_round: int,
+        guards: Mapping[int, Mapping[str, float]],
+    ) -> MaskRound[int]:
+        owner = self.client.partition_id
+        guard = guards.get(owner) or {}
+        baseline = {k: guard[guard_name(k)] for k in forsaken.GUARDED} if guard else None
+        result = unlearn_on_device(
+            self.model_at(state),
+            forget=(self.x_forget, self.y_forget),
+            reference=self.reference,
+            retained=self.retained,
+            run_seed=self.config.seed,
+            server_round=self.server_round,
+            partition_id=owner,
+            retain_samples=self.config.retain_samples,
+            target=self.config.unlearn_target,
+            target_fr=self.config.target_fr,
+            max_steps=self.config.forsaken_steps,
+            oracle=self.oracle,
+            accuracy_baseline=baseline,
+            overrides=self.overrides,
+        )
+        first = baseline if baseline is not None else {k: result.history[0][k] for k in forsaken.GUARDED}
+        metrics = {guard_name(k): float(v) for k, v in first.items()}
+        metrics["client-seconds"] = result.seconds
+        self.round_fields = {
+            "steps": result.steps,
+            "stopped-because": result.stopped_because,
+            "touched-fraction": result.touched_fraction,
+            "forsaken-seconds": result.seconds,
+        }
+        mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
+        return MaskRound({owner: MaskReply(mask, metrics)})
+
+    def validate(self, mask: Mapping[str, np.ndarray], state: dict[str, torch.Tensor]) -> None:
+        validate_mask(mask, state, self.trainable, self.config.max_mask_ratio)
+
+    def measure(self, state: dict[str, torch.Tensor], *, unlearn_round: int) -> dict[str, Any]:
+        model = self.model_at(state)
+        after = self.oracle.decide(model, self.x_forget, self.y_forget)
+        out: dict[str, Any] = dict(self.round_fields)
+        out["fr"] = forgetting_rate_from_arrays(self.forget_ids, self.before, after).fr
+        if self.config.unlearn_target == "retrain":
+            forget_scores = self.oracle.scores(model, self.x_forget, self.y_forget)
+            out["attack-auc"] = attack_auc(forget_scores, self.oracle.scores(model, *self.reference))
+        if self.observe is not None:
+            mark = time.perf_counter()
+            self.observe(unlearn_round, model)
+            self.observed += time.perf_counter() - mark
+        return out
+
+    def log(self, row: dict[str, Any], *, event: str | None = None) -> None:
+        if event is None:
+            self.rows.append(row)
+        elif event == "mask-rejected" and self.rows:
+            self.rows[-1]["mask-rejected"] = row["reason"]
+        elif event == "mask-rejected":
+            self.rows.append({"unlearn-round": 1, **self.round_fields, "mask-rejected": row["reason"]})
+        elif event == "unlearning-stalled":
+            self.rows[-1]["unlearning-stalled"] = True
 
 
 def unlearn_like_the_federation(
@@ -57,86 +152,27 @@ def unlearn_like_the_federation(
 
     ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``, or a panel variant's seed;
     the federation has none). Returns ``model`` (the kept round's), ``before`` (the oracle's decisions
-    on the original model), ``rounds`` (one row per round: ``unlearn-round``, ``steps``,
+    on the original model), ``rounds`` (one row per measured round: ``unlearn-round``, ``steps``,
     ``stopped-because``, ``touched-fraction``, ``forsaken-seconds``, ``fr``; ``attack-auc`` with
     ``retrain``; ``mask-rejected`` or ``unlearning-stalled`` on the round that ended it), ``seconds``
     (wall time of the attempt, the oracle's decisions included, ``observe`` excluded) and
     ``kept-round`` (the round kept when it is not the last measured one, else ``None``).
     """
-    _, x_forget, y_forget = client.subset(forget_ids)
-    reference = (client.x_holdout, client.y_holdout)
-    retained = client.without(forget_ids)
-    x_keep, y_keep = retained.x_train, retained.y_train
-    if len(y_keep) == 0:
-        x_keep, y_keep = reference
     start = time.perf_counter()
-    observed = 0.0
-    before = oracle.decide(model, x_forget, y_forget)
-    rng = np.random.default_rng([config.seed, server_round, client.partition_id, 97])
-    keep = rng.permutation(len(y_keep))[: config.retain_samples]
-    rounds: list[dict[str, Any]] = []
-    baseline = None  # the guard's accuracies before the first round, sent back in the later ones
-    best = BestRound[torch.nn.Module](config.unlearn_target)
-    last_measured = 0
-    for unlearn_round in range(1, config.unlearn_rounds + 1):
-        fields: dict[str, Any] = {
-            "target": config.unlearn_target,
-            "target_fr": config.target_fr,
-            "max_steps": config.forsaken_steps,
-            "seed": config.seed * 7_919 + server_round,
-        }
-        result = forsaken.unlearn(
-            model,
-            forget=(x_forget, y_forget),
-            reference=reference,
-            retain=(x_keep[keep], y_keep[keep]),
-            config=ForsakenConfig(**{**fields, **(overrides or {})}),
-            oracle=oracle,
-            accuracy_baseline=baseline,
-        )
-        if baseline is None:
-            baseline = {key: result.history[0][key] for key in forsaken.GUARDED}
-        mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
-        row: dict[str, Any] = {
-            "unlearn-round": unlearn_round,
-            "steps": result.steps,
-            "stopped-because": result.stopped_because,
-            "touched-fraction": result.touched_fraction,
-            "forsaken-seconds": result.seconds,
-        }
-        try:
-            validate_mask(mask, model.state_dict(), parameter_names(model), config.max_mask_ratio)
-        except MaskRejected as error:  # the server would never apply it: the model stays as it is
-            row["mask-rejected"] = str(error)
-            rounds.append(row)
-            break
-        model = forsaken.apply_mask(model, result.mask)
-        after = oracle.decide(model, x_forget, y_forget)
-        row["fr"] = forgetting_rate_from_arrays(forget_ids, before, after).fr
-        if config.unlearn_target == "retrain":
-            row["attack-auc"] = attack_auc(
-                oracle.scores(model, x_forget, y_forget), oracle.scores(model, *reference)
-            )
-        rounds.append(row)
-        last_measured = unlearn_round
-        best.offer(unlearn_round, row, model)
-        if observe is not None:
-            mark = time.perf_counter()
-            observe(unlearn_round, model)
-            observed += time.perf_counter() - mark
-        if target_met(config.unlearn_target, config.target_fr, row):
-            break
-        if not any(np.any(delta) for delta in mask.values()):
-            row["unlearning-stalled"] = True  # as the server: the next round would repeat this one
-            break
-    kept = best.earlier(last_measured)
-    if kept is not None:
-        kept_round, model, _ = kept
-    seconds = time.perf_counter() - start - observed
+    transport = _InProcess(config, model, oracle, client, forget_ids, server_round, overrides, observe)
+    result = run_attempt(
+        transport,
+        state_before=model.state_dict(),
+        owners=[client.partition_id],
+        rounds=config.unlearn_rounds,
+        target=config.unlearn_target,
+        target_fr=config.target_fr,
+    )
+    seconds = time.perf_counter() - start - transport.observed
     return {
-        "model": model,
-        "before": before,
-        "rounds": rounds,
+        "model": transport.model_at(result.state),
+        "before": transport.before,
+        "rounds": transport.rows,
         "seconds": seconds,
-        "kept-round": None if kept is None else kept_round,
+        "kept-round": result.kept_round,
     }
