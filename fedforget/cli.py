@@ -1,15 +1,18 @@
-"""The device-side command line: ``fedforget withdraw`` and ``fedforget status``.
+"""The command line: ``fedforget withdraw`` and ``fedforget status`` (device), ``fedforget verify``.
 
     fedforget withdraw --store dev0.sqlite --partition-id 0 --config runs/<id>/config.json --ids 12,40,77
     fedforget withdraw --store dev0.sqlite --partition-id 0 --set dataset=letter num-clients=5 --class 3
     fedforget withdraw --store dev0.sqlite --partition-id 0 --config cfg.json --all
     fedforget status   --store dev0.sqlite
+    fedforget verify   runs/<id>
 
 ``withdraw`` writes the request to the device's durable store (SQLite) and tombstones the samples at
 once (they are never trained on again), then prints the request id; the server learns of the request
 the next time it asks (every round) and runs the unlearning rounds. ``status`` lists every request
 with its state and, once completed, its receipt. The run config (``--config`` JSON, e.g. a run
 record's ``config.json``, and/or ``--set key=value``) tells the device which samples are its own.
+``verify`` recomputes the model hashes of every receipt in a run record from the checkpoints the
+receipts name, and exits 1 with one ``mismatch:`` line per hash that does not match.
 """
 
 from __future__ import annotations
@@ -104,7 +107,9 @@ def status(args: argparse.Namespace) -> int:
     print(f"{'request':<24} {'grain':<8} {'samples':>7} {'state':<10} updated")
     for r in requests:
         print(f"{r.request_id:<24} {r.grain:<8} {len(r.ids):>7} {r.state:<10} {r.updated}")
-        if r.receipt:
+        if r.receipt and r.receipt.get("note"):
+            print(f"    receipt: {r.detail}: {r.receipt['note']}")
+        elif r.receipt:
             fr = r.receipt.get("fr")
             print(
                 f"    receipt: FR {fr if fr is None else round(fr, 3)}, test accuracy "
@@ -112,6 +117,19 @@ def status(args: argparse.Namespace) -> int:
                 f"model {str(r.receipt.get('model-hash-before'))[:12]} -> "
                 f"{str(r.receipt.get('model-hash-after'))[:12]}"
             )
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Recompute every receipt's model hashes from the run record's checkpoints (fedforget/verify.py)."""
+    from fedforget.verify import verify_record
+
+    checked, problems = verify_record(args.run_dir)
+    for problem in problems:
+        print(f"mismatch: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {checked} model hashes in the receipts of {args.run_dir} match their checkpoints")
     return 0
 
 
@@ -135,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=status)
+    v = commands.add_parser("verify", help="recompute every receipt's model hashes from a run record")
+    v.add_argument("run_dir", metavar="RUN_DIR", help="the run record (runs/<run-id>)")
+    v.set_defaults(handler=verify)
     return parser
 
 

@@ -4,7 +4,9 @@ The exactly-once invariant (``docs/recovery.md``): **a request is ``unlearned`` 
 the run's resume point (``resume.pt``) holds a model with its unlearning applied, and every resume
 point written after that holds it too.** Hence the order of a commit:
 
-1. ``ledger.begin_attempt``: ``received -> unlearning`` (the attempt is counted);
+1. ``ledger.begin_attempt``: ``received -> unlearning`` (the attempt is counted). A request found
+   before the run's first training round skips step 2: the model never trained on its samples
+   (the device tombstoned them first), so it is committed as ``excluded-before-training``;
 2. the unlearning rounds run (``server/unlearning.py``); requests of nodes that failed go back to
    ``received`` (``ledger.fail_attempt``, the reason recorded) with nothing of theirs in the model;
 3. ``record.save_resume_point``: the model with the unlearning, and the list of applied requests with
@@ -17,6 +19,12 @@ rolled back to ``received`` and unlearned again from a model that never held it.
 and 4 leaves it ``unlearning`` but held by the resume point: on resume it is rolled forward to
 ``unlearned`` (:meth:`server.ledger.Ledger.reconcile`), never redone. A crash after 4 only re-sends
 the receipt (the device stores it idempotently).
+
+Each commit point calls :func:`fedforget.crashpoints.crash_point` (``masks-aggregated``,
+``resume-written``, ``ledger-committed``): a no-op unless a recovery test asks this process to die
+there (``tests/test_recovery.py``). Every receipt names the two checkpoints that hold its models
+(``checkpoints/unlearning-<round>-before.pt`` / ``-after.pt``, written before the resume point),
+so ``fedforget verify`` can recompute its hashes.
 """
 
 from __future__ import annotations
@@ -28,13 +36,18 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedforget.attempt_rules import target_met
+from fedforget.crashpoints import crash_point
+from fedforget.verify import model_hash
 from server.attempt import Attempt, EvaluateGlobal, TrainRound
 from server.console import RoundTable
 from server.evaluator import ForgettingEvaluator, KnownRequest
 from server.ledger import Key
 from server.retrain_reference import retrain_reference
 from server.setup import PreparedRun
-from server.unlearning import model_hash, run_unlearning
+from server.unlearning import run_unlearning
+
+EXCLUDED_BEFORE_TRAINING = "excluded-before-training"
+"""The outcome of a request found before the run's first training round (nothing to unlearn)."""
 
 
 def handle_withdrawals(
@@ -63,6 +76,8 @@ def handle_withdrawals(
     ledger.begin_attempt(keys, server_round)
     for r in requests:
         r.outcome = "unlearning"
+    if server_round == 1:  # the model has not been trained yet: it never saw these samples
+        return _excluded_before_training(grid, run, evaluator, arrays, server_round, requests, table, applied)
     before, failed_before = evaluator.record_before(grid, arrays, server_round, requests)
     _fail(run, evaluator, failed_before, server_round, "the device failed before unlearning")
     requests = [r for r in requests if r not in failed_before]
@@ -84,6 +99,9 @@ def handle_withdrawals(
         f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
     )
     state_before = arrays.to_torch_state_dict()
+    checkpoint_before = f"unlearning-{server_round}-before"
+    checkpoint_after = f"unlearning-{server_round}-after"
+    record.save_named_checkpoint(checkpoint_before, state_before)
     if "before-unlearning" not in record.named_checkpoints():
         record.save_named_checkpoint("before-unlearning", state_before)
     attempt = Attempt(grid, run, evaluator, server_round, requests, table, evaluate_global, train_round)
@@ -92,6 +110,7 @@ def handle_withdrawals(
         _fail(run, evaluator, [r for r in requests if r.node_id == node], server_round, reason)
     if not result.done:
         return arrays  # nothing of the failed nodes is in the model: continue from the model before
+    crash_point("masks-aggregated")
     state_after = result.arrays.to_torch_state_dict()
     last = result.last
     members = sum(sum((r.before or {}).values()) for r in result.done)
@@ -114,19 +133,91 @@ def handle_withdrawals(
         **{k: reference[k] for k in RECEIPT_REFERENCE if k in reference},
         "model-hash-before": model_hash(state_before),
         "model-hash-after": model_hash(state_after),
+        "checkpoint-before": checkpoint_before,
+        "checkpoint-after": checkpoint_after,
         **{f"cost-{k}": v for k, v in result.cost.items()},
     }
     outcome = "unlearned" if met else "unlearned-below-target"
-    for r in result.done:
+    record.save_named_checkpoint(checkpoint_after, state_after)
+    record.save_named_checkpoint("after-unlearning", state_after)
+    _commit(grid, run, evaluator, server_round, result.done, applied, state_after, outcome, receipt)
+    return result.arrays
+
+
+def _commit(
+    grid: Grid,
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    server_round: int,
+    done: list[KnownRequest],
+    applied: MutableMapping[Key, dict[str, Any]],
+    state_after: dict[str, Any],
+    outcome: str,
+    receipt: dict[str, Any],
+) -> None:
+    """Steps 3-5 of the module docstring, in that order: resume point, ledger, receipts."""
+    for r in done:
         r.outcome, r.receipt = outcome, receipt
         applied[r.key] = {"outcome": outcome, "receipt": receipt}
     # The order is the invariant: the model that holds the unlearning is durable first.
-    record.save_resume_point(server_round - 1, state_after, applied)
-    ledger.mark_unlearned([r.key for r in result.done], server_round, outcome, receipt)
-    record.save_named_checkpoint("after-unlearning", state_after)
+    run.record.save_resume_point(server_round - 1, state_after, applied)
+    crash_point("resume-written")
+    run.ledger.mark_unlearned([r.key for r in done], server_round, outcome, receipt)
+    crash_point("ledger-committed")
     evaluator.write_withdrawals()
-    deliver_receipts(grid, run, evaluator, server_round, result.done)
-    return result.arrays
+    deliver_receipts(grid, run, evaluator, server_round, done)
+
+
+def _excluded_before_training(
+    grid: Grid,
+    run: PreparedRun,
+    evaluator: ForgettingEvaluator,
+    arrays: ArrayRecord,
+    server_round: int,
+    requests: list[KnownRequest],
+    table: RoundTable,
+    applied: MutableMapping[Key, dict[str, Any]],
+) -> ArrayRecord:
+    """Requests found before the run's first training round: their samples were tombstoned on the
+    device before this run's model trained on anything, so no model of this run ever learned them.
+
+    Nothing is unlearned and the model is unchanged; the request is committed like an unlearning
+    (resume point, ledger, receipt) with outcome ``excluded-before-training`` and a receipt that
+    says so, with the hash (before = after) of the untrained model it was excluded from.
+    """
+    state = arrays.to_torch_state_dict()
+    name = f"unlearning-{server_round}-before"
+    run.record.save_named_checkpoint(name, state)
+    digest = model_hash(state)
+    receipt = {
+        "run-id": run.config.run_id,
+        "round": server_round,
+        "unlearn-rounds": 0,
+        "method": "none",
+        "note": (
+            "withdrawn before this run's model was trained: the samples were excluded from training "
+            "from the start, so the model never learned them and nothing was unlearned"
+        ),
+        "model-hash-before": digest,
+        "model-hash-after": digest,
+        "checkpoint-before": name,
+        "checkpoint-after": name,
+    }
+    run.record.append_metrics(
+        {
+            "round": server_round,
+            "phase": "withdrawal",
+            "event": EXCLUDED_BEFORE_TRAINING,
+            "request-ids": [r.request_id for r in requests],
+            "num-forget": sum(len(r.ids) for r in requests),
+        }
+    )
+    table.print_event(
+        f"withdrawal {', '.join(r.request_id for r in requests)}: found before the first training round; "
+        "the samples were never trained on: nothing to unlearn"
+    )
+    _commit(grid, run, evaluator, server_round, requests, applied, state, EXCLUDED_BEFORE_TRAINING, receipt)
+    return arrays
 
 
 RECEIPT_REFERENCE = ("fr-retrain", "attack-auc-retrain", "test-accuracy-retrain")

@@ -35,7 +35,6 @@ model (``w <- w_before + sum over the other nodes``), and its requests stay open
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from collections.abc import Mapping
@@ -47,6 +46,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 
 from clients.codec import oracle_to_records
 from fedforget.attempt_rules import BestRound, target_met
+from fedforget.verify import model_hash  # noqa: F401 - receipts' hash, re-exported
 from server.attempt import Attempt, new_cost
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
@@ -64,15 +64,6 @@ def apply_masks(
         for name, delta in mask.items():
             out[name] = out[name] + torch.as_tensor(delta, dtype=out[name].dtype)
     return out
-
-
-def model_hash(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over the state_dict's names and bytes (for receipts and audits)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _nbytes(record: ArrayRecord) -> int:
