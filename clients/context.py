@@ -50,7 +50,8 @@ def client_setup(msg: Message, context: Context) -> ClientSetup:
     """Resolve config, partition, device (data + request store) and a model of the run's architecture.
 
     Schedule entries due by the message's round are copied into the device's store first, so a
-    withdrawn sample is never trained on from the round of its request on.
+    withdrawn sample is never trained on from the round of its request on. The run config and the
+    partition id are kept in the store (:meth:`RequestStore.remember_run`) for ``fedforget withdraw``.
     """
     config = RunConfig.from_mapping(context.run_config)
     msg_config = dict(msg.content["config"]) if "config" in msg.content else {}
@@ -60,5 +61,8 @@ def client_setup(msg: Message, context: Context) -> ClientSetup:
     info = data.load(config).info
     model = models.build_model(models.resolve_model_name(model_name, info), info, seed=config.seed)
     device = Device.open(config, partition_id, store_path(context, config, msg_config, partition_id))
+    # the device keeps the run's config, so `fedforget withdraw` on it needs no --config / --set
+    run_id = str(msg_config.get("run-id", config.run_id))
+    device.store.remember_run({**config.to_dict(), "run-id": run_id}, partition_id=partition_id)
     device.sync_schedule(server_round)
     return ClientSetup(config, partition_id, device, model, server_round)

@@ -10,7 +10,9 @@
 once (they are never trained on again), then prints the request id; the server learns of the request
 the next time it asks (every round) and runs the unlearning rounds. ``status`` lists every request
 with its state and, once completed, its receipt. The run config (``--config`` JSON, e.g. a run
-record's ``config.json``, and/or ``--set key=value``) tells the device which samples are its own.
+record's ``config.json``, and/or ``--set key=value``) tells the device which samples are its own;
+with neither, ``withdraw`` uses the run config the device's ClientApp kept in the store when it
+took part in a run (and refuses if it never did).
 ``verify`` recomputes the model hashes of every receipt in a run record from the checkpoints the
 receipts name, and exits 1 with one ``mismatch:`` line per hash that does not match.
 """
@@ -30,8 +32,21 @@ import numpy as np
 from fedforget.config import ConfigError, RunConfig
 from fedforget.request_store import RequestError, RequestStore
 
+NO_RUN_CONFIG = "no run config: pass --config or --set, or let the device join a run first"
 
-def _config(args: argparse.Namespace) -> RunConfig:
+
+def _config(args: argparse.Namespace, store: RequestStore | None = None) -> RunConfig:
+    """``--config`` and ``--set``; with neither, the run config the device kept from its run."""
+    if not args.config and not args.set:
+        kept = store.run_config() if store is not None else None
+        if kept is None:
+            raise ConfigError(NO_RUN_CONFIG)
+        print(
+            f"using the run config of run {kept.get('run-id') or '?'} that this device took part in "
+            f"(kept in {store.path if store is not None else ''})",
+            file=sys.stderr,
+        )
+        return RunConfig.from_mapping(kept)
     values: dict[str, Any] = {}
     if args.config:
         doc = json.loads(Path(args.config).read_text())
@@ -61,9 +76,15 @@ def _parse_ids(text: str) -> np.ndarray:
 def withdraw(args: argparse.Namespace) -> int:
     from fedforget.client_data import ClientData
 
-    config = _config(args)
-    data = ClientData.for_partition(config, args.partition_id)
     store = RequestStore(args.store)
+    config = _config(args, store)
+    kept_partition = store.partition_id()
+    if kept_partition is not None and kept_partition != args.partition_id:
+        raise RequestError(
+            f"{store.path} is the store of partition {kept_partition} (its node config), "
+            f"not of --partition-id {args.partition_id}"
+        )
+    data = ClientData.for_partition(config, args.partition_id)
     live = data.without(store.tombstoned())
     if args.ids is not None:
         grain, arg, ids = "samples", None, _parse_ids(args.ids)

@@ -7,7 +7,14 @@ device says anything about it, and it survives crashes and restarts. Tables:
   label for ``class``), ``ids`` (JSON list of global ids), ``state`` (``pending`` -> ``completed``, or
   ``rejected``), ``created``, ``updated``, ``detail`` (why rejected / how completed), ``receipt`` (JSON);
 * ``tombstones``: every withdrawn global id with the request that withdrew it. A tombstoned sample is
-  never used again on this device: not for training, not as reference data.
+  never used again on this device: not for training, not as reference data;
+* ``device``: what the device learned from the run it last took part in (``run-config``: the
+  validated run config as JSON, ``partition-id``: its node config's), written by the ClientApp
+  (:meth:`RequestStore.remember_run`) so that ``fedforget withdraw`` knows which samples are the
+  device's own without being told the run config again.
+
+The file (and SQLite's ``-wal`` / ``-shm`` files beside it) is readable by its owner only (mode
+0600, like a private key): it records what a person asked to forget.
 
 Samples are tombstoned as soon as their request is stored, before any unlearning: the device stops
 training on them at once; unlearning then removes what the global model already learned.
@@ -19,9 +26,10 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
+import os
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +54,12 @@ CREATE TABLE IF NOT EXISTS tombstones (
     global_id INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL REFERENCES requests(request_id)
 );
+CREATE TABLE IF NOT EXISTS device (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+PRIVATE_MODE = 0o600
 
 
 class RequestError(ValueError):
@@ -87,6 +100,12 @@ class RequestStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # created owner-only before SQLite opens it (SQLite gives -wal / -shm the file's mode);
+        # a store made by an older version is narrowed too
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+        for file in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+            if file.exists() and file.stat().st_mode & 0o777 != PRIVATE_MODE:
+                os.chmod(file, PRIVATE_MODE)
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
@@ -171,6 +190,35 @@ class RequestStore:
                 (json.dumps(receipt), detail, _now(), request_id),
             )
         return self.get(request_id)
+
+    def remember_run(self, run_config: Mapping[str, Any], *, partition_id: int) -> bool:
+        """Keep the run config and partition id of the run this device takes part in (the latest
+        one wins); returns whether anything changed."""
+        values = {
+            "run-config": json.dumps(dict(run_config), sort_keys=True),
+            "partition-id": str(partition_id),
+        }
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            known = dict(db.execute("SELECT key, value FROM device").fetchall())
+            if all(known.get(k) == v for k, v in values.items()):
+                db.execute("ROLLBACK")
+                return False
+            db.executemany("INSERT OR REPLACE INTO device (key, value) VALUES (?, ?)", list(values.items()))
+            db.execute("COMMIT")
+        return True
+
+    def run_config(self) -> dict[str, Any] | None:
+        """The run config :meth:`remember_run` kept, or None if the device never joined a run."""
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM device WHERE key = 'run-config'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def partition_id(self) -> int | None:
+        """The partition id :meth:`remember_run` kept (None if the device never joined a run)."""
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM device WHERE key = 'partition-id'").fetchone()
+        return int(row[0]) if row else None
 
     # ------------------------------------------------------------------ reading
     def get(self, request_id: str) -> StoredRequest:
