@@ -129,7 +129,10 @@ class RunRecord:
         """
         record = cls.location(config)
         if (record.path / "config.json").exists():
-            raise FileExistsError(f"run record {record.path} already exists; choose another run-id")
+            raise FileExistsError(
+                f"run-id {config.run_id!r} is taken: its run record {record.path} already exists; "
+                "pick a new run-id, or continue that run with resume=1"
+            )
         (record.path / "checkpoints").mkdir(parents=True, exist_ok=True)
         env = {
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -54,8 +54,12 @@ def test_create_writes_config_json_with_every_key_and_the_environment(tmp_path: 
 def test_create_never_overwrites_an_existing_record(tmp_path: Path) -> None:
     first = RunRecord.create(_config(tmp_path))
     before = (first.path / "config.json").read_bytes()
-    with pytest.raises(FileExistsError, match="run-a"):
+    with pytest.raises(FileExistsError) as raised:
         RunRecord.create(_config(tmp_path, seed=99))
+    # one line that says what to do (it ends the ServerApp's log of a re-used run-id)
+    message = str(raised.value)
+    assert "\n" not in message and "'run-a' is taken" in message
+    assert message.endswith("pick a new run-id, or continue that run with resume=1")
     assert (first.path / "config.json").read_bytes() == before
     assert first.config().seed == 4
     # Another run id in the same run-dir is fine.
