@@ -35,7 +35,7 @@ from flwr.clientapp import ClientApp
 from clients.codec import ids_to_config, oracle_from_records
 from clients.context import ClientSetup, client_setup
 from clients.methods import compute_delta
-from fedforget import data, models, training
+from fedforget import models, training
 from fedforget.forgetting import measure_forget_set
 from fedforget.mia import MembershipOracle
 
@@ -171,6 +171,6 @@ def receipt(msg: Message, context: Context) -> Message:
 
 
 def _factory(setup: ClientSetup, config: ConfigRecord) -> Callable[[], torch.nn.Module]:
-    info = data.load(setup.config).info
+    info = setup.info
     name = models.resolve_model_name(str(config.get("model", setup.config.model)), info)
     return lambda: models.build_model(name, info)

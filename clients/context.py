@@ -1,4 +1,9 @@
-"""What every client handler needs: the validated run config, its partition, its data and a model."""
+"""What every client handler needs: the validated run config, its partition, its data and a model.
+
+With ``client-data = "own"`` the device's data is its own file (node config ``data``, optional
+``holdout-fraction`` and ``seed``), and the model's input shape and classes come from the server's
+message (the device never reads the run's ``dataset``, which names the server's own data).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ import torch
 from flwr.app import Context, Message
 
 from fedforget import data, models
+from fedforget.client_data import OwnData, info_from_message
 from fedforget.config import RunConfig
+from fedforget.data.base import DatasetInfo
 from fedforget.device import Device, default_store_path
 
 
@@ -19,6 +26,7 @@ class ClientSetup:
     device: Device
     model: torch.nn.Module
     server_round: int
+    info: DatasetInfo  # the run model's input shape and classes
 
 
 def partition_of(context: Context, config: RunConfig) -> int:
@@ -58,11 +66,17 @@ def client_setup(msg: Message, context: Context) -> ClientSetup:
     model_name = str(msg_config.get("model", config.model))
     server_round = int(msg_config.get("server-round", 0))
     partition_id = partition_of(context, config)
-    info = data.load(config).info
+    store = store_path(context, config, msg_config, partition_id)
+    if config.client_data == "own":  # the device holds only its own file (node config ``data``)
+        info = info_from_message(msg_config)
+        own = OwnData.from_node_config(context.node_config)
+        device = Device.open_own(config, own, store, partition_id=partition_id, info=info)
+    else:
+        info = data.load(config).info
+        device = Device.open(config, partition_id, store)
     model = models.build_model(models.resolve_model_name(model_name, info), info, seed=config.seed)
-    device = Device.open(config, partition_id, store_path(context, config, msg_config, partition_id))
     # the device keeps the run's config, so `fedforget withdraw` on it needs no --config / --set
     run_id = str(msg_config.get("run-id", config.run_id))
     device.store.remember_run({**config.to_dict(), "run-id": run_id}, partition_id=partition_id)
     device.sync_schedule(server_round)
-    return ClientSetup(config, partition_id, device, model, server_round)
+    return ClientSetup(config, partition_id, device, model, server_round, info)

@@ -19,11 +19,21 @@ validates it exactly like a Forsaken mask), plus the metrics the server logs.
   (a third of the mean distance from ``w_ref`` to fresh random models), capped like gradient ascent's.
 
 The repair of both ascent methods is the normal FedAvg training that follows the unlearning rounds.
+
+**A floor on the samples per mask** (``min-forget-samples``, ``docs/privacy.md``): a mask computed
+from one sample reveals that sample (for a softmax-linear model, exactly: the ratio of a weight row's
+delta to its bias delta is ``x``). When the forget set has fewer than ``min-forget-samples`` samples,
+the device pads the set the mask is computed from with decoys: seeded (run seed, partition, request
+ids -- the same decoys in every unlearning round of a request) random samples of its own retained
+training data, so the mask mixes at least that many samples. The decoys stay in the training data
+(FedAvg re-learns them) and are kept out of Forsaken's retain set; the membership decisions and the
+forgetting rate still cover only the withdrawn samples. ``num-decoys`` in the metrics says how many.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -69,18 +79,41 @@ def compute_delta(
     """The delta of ``method`` for ``forget`` = ``(x, y)`` from the global model in ``setup.model``.
 
     ``oracle`` is called only by the methods that use the server's oracle (Forsaken).
-    Raises ValueError naming the client-side methods for any other ``method``.
+    Raises ValueError naming the client-side methods for any other ``method``. A forget set smaller
+    than ``min-forget-samples`` is padded with decoys first (:func:`decoys`, module docstring).
     """
+    if method not in CLIENT_METHODS:
+        raise ValueError(
+            f"train.unlearn asks for unlearn-method {method!r}; "
+            f"the client computes only {', '.join(CLIENT_METHODS)}"
+        )
+    decoy_ids = decoys(setup, [str(r) for r in config.get("request-ids", [])], len(forget[1]))
+    if decoy_ids.size:
+        _, x_decoy, y_decoy = setup.device.data.subset(decoy_ids)
+        forget = (np.concatenate([forget[0], x_decoy]), np.concatenate([forget[1], y_decoy]))
     if method == "forsaken":
-        return _forsaken(setup, config, forget, oracle())
-    if method == "gradient-ascent":
-        return _gradient_ascent(setup, forget)
-    if method == "pga":
-        return _pga(setup, forget)
-    raise ValueError(
-        f"train.unlearn asks for unlearn-method {method!r}; "
-        f"the client computes only {', '.join(CLIENT_METHODS)}"
-    )
+        result = _forsaken(setup, config, forget, oracle(), exclude=decoy_ids)
+    elif method == "gradient-ascent":
+        result = _gradient_ascent(setup, forget)
+    else:
+        result = _pga(setup, forget)
+    return dataclasses.replace(result, metrics={**result.metrics, "num-decoys": int(decoy_ids.size)})
+
+
+def decoys(setup: ClientSetup, request_ids: list[str], num_forget: int) -> np.ndarray:
+    """Ids of the retained training samples that pad a forget set of ``num_forget`` samples up to
+    ``min-forget-samples`` (none when it is that large already; fewer when the device holds fewer).
+
+    Seeded by the run seed, the partition and the request ids, so every unlearning round of a
+    request mixes the same samples (new decoys each round would let rounds be compared).
+    """
+    missing = setup.config.min_forget_samples - num_forget
+    pool = setup.device.training_data().train_ids  # tombstoned (withdrawn) samples are not in it
+    if missing <= 0 or pool.size == 0:
+        return np.empty(0, dtype=np.int64)
+    digest = hashlib.sha256("\n".join(sorted(request_ids)).encode()).digest()
+    rng = np.random.default_rng([setup.config.seed, setup.partition_id, int.from_bytes(digest[:8], "big")])
+    return np.sort(rng.choice(pool, size=min(missing, pool.size), replace=False))
 
 
 def _trainable_delta(model: torch.nn.Module, delta: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -94,10 +127,17 @@ def _norm_bound(setup: ClientSetup) -> float:
 
 
 def _forsaken(
-    setup: ClientSetup, config: ConfigRecord, forget: tuple[np.ndarray, np.ndarray], oracle: MembershipOracle
+    setup: ClientSetup,
+    config: ConfigRecord,
+    forget: tuple[np.ndarray, np.ndarray],
+    oracle: MembershipOracle,
+    *,
+    exclude: np.ndarray,
 ) -> ClientDelta:
     device, run = setup.device, setup.config
     retained = device.training_data()
+    if exclude.size:  # decoys are in the forget set: not also in the retain set
+        retained = retained.without(exclude)
     # The guard's baseline: from the server (what this device reported in the attempt's first round),
     # so the accuracy budget bounds the whole withdrawal, not each unlearning round.
     baseline = None
@@ -154,10 +194,10 @@ def _gradient_ascent(setup: ClientSetup, forget: tuple[np.ndarray, np.ndarray]) 
 
 
 def _pga(setup: ClientSetup, forget: tuple[np.ndarray, np.ndarray]) -> ClientDelta:
-    from fedforget import data, models
+    from fedforget import models
 
     run = setup.config
-    info = data.load(run).info
+    info = setup.info
     name = models.resolve_model_name(run.model, info)
     state = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
     probe = PGAConfig(seed=_ascent_seed(setup))

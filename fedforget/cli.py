@@ -3,6 +3,7 @@
     fedforget withdraw --store dev0.sqlite --partition-id 0 --config runs/<id>/config.json --ids 12,40,77
     fedforget withdraw --store dev0.sqlite --partition-id 0 --set dataset=letter num-clients=5 --class 3
     fedforget withdraw --store dev0.sqlite --partition-id 0 --config cfg.json --all
+    fedforget withdraw --store dev0.sqlite --partition-id 0 --data mine.csv --ids 3   # client-data=own
     fedforget status   --store dev0.sqlite
     fedforget verify   runs/<id>
 
@@ -74,7 +75,7 @@ def _parse_ids(text: str) -> np.ndarray:
 
 
 def withdraw(args: argparse.Namespace) -> int:
-    from fedforget.client_data import ClientData
+    from fedforget.client_data import ClientData, OwnData
 
     store = RequestStore(args.store)
     config = _config(args, store)
@@ -84,7 +85,13 @@ def withdraw(args: argparse.Namespace) -> int:
             f"{store.path} is the store of partition {kept_partition} (its node config), "
             f"not of --partition-id {args.partition_id}"
         )
-    data = ClientData.for_partition(config, args.partition_id)
+    if args.data:  # a device that holds its own file (client-data = own): its own ids
+        own = OwnData(args.data, args.holdout_fraction, args.seed)
+        data = ClientData.from_file(own, args.partition_id)
+    elif config.client_data == "own":
+        raise RequestError("the run has client-data=own: name this device's data file with --data")
+    else:
+        data = ClientData.for_partition(config, args.partition_id)
     live = data.without(store.tombstoned())
     if args.ids is not None:
         grain, arg, ids = "samples", None, _parse_ids(args.ids)
@@ -165,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--config", help="run config JSON (e.g. a run record's config.json)")
     w.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="run-config values")
     w.add_argument("--request-id", help="an explicit request id (default: generated)")
+    w.add_argument("--data", help="this device's own data file (client-data=own; its node config 'data')")
+    w.add_argument("--holdout-fraction", type=float, default=0.2, help="with --data: as in the node config")
+    w.add_argument("--seed", type=int, default=0, help="with --data: as in the node config")
     what = w.add_mutually_exclusive_group(required=True)
     what.add_argument("--ids", help="comma-separated global ids")
     what.add_argument("--class", dest="class_label", type=int, help="all of this device's samples of a class")

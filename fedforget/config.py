@@ -21,6 +21,9 @@ ORACLES = ("shokri", "lira")
 UNLEARN_METHODS = ("forsaken", "gradient-ascent", "pga", "finetune", "retrain", "federaser")
 """Methods the Flower server runs (``docs/baselines.md``); sisa and amnesiac are library-only."""
 UNLEARN_TARGETS = ("fr", "retrain")
+CLIENT_DATA = ("shared", "own")
+"""``shared``: devices compute their partition from ``dataset`` (simulation); ``own``: each device
+reads its own file (node config ``data``) and ``dataset`` is the server's auxiliary/test data only."""
 
 
 class ConfigError(ValueError):
@@ -70,6 +73,8 @@ class RunConfig:
     ledger: str = ""
     resume: int = 0
     retrain_reference: int = 0
+    client_data: str = "shared"
+    min_forget_samples: int = 8
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -183,6 +188,24 @@ class RunConfig:
             self.retrain_reference,
             "0 or 1 (1: after each unlearning, retrain without the withdrawn data in the server process "
             "and judge it with the same oracle; simulation only)",
+        )
+        _require(
+            self.client_data in CLIENT_DATA,
+            "client-data",
+            self.client_data,
+            "'shared' (devices split dataset among themselves) or 'own' (each device reads its own file)",
+        )
+        _require(
+            self.client_data == "shared" or self.retrain_reference == 0,
+            "retrain-reference",
+            self.retrain_reference,
+            "0 with client-data=own (the server holds no client data to retrain on)",
+        )
+        _require(
+            self.min_forget_samples >= 1,
+            "min-forget-samples",
+            self.min_forget_samples,
+            "an integer >= 1 (a device's unlearning mask mixes at least this many samples)",
         )
         _require(
             self.resume == 0 or bool(self.run_id),

@@ -8,6 +8,9 @@ directly. Its rules:
 * reference (non-member) data = the client's held-out ids, never trained on and never tombstoned;
 * a forget set = the ids of the device's own requests.
 
+Its data is either its partition of the run's shared ``dataset`` (simulation, :meth:`Device.open`) or
+its own file (``client-data = own``, :meth:`Device.open_own`); ids are then the device's own.
+
 In simulation the run config's ``withdrawals`` schedule is copied into the store when its round comes
 (:meth:`Device.sync_schedule`, idempotent); on a real device requests come from ``fedforget withdraw``.
 """
@@ -19,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedforget.client_data import ClientData
+from fedforget.client_data import ClientData, OwnData
 from fedforget.config import RunConfig
+from fedforget.data.base import DatasetInfo
 from fedforget.request_store import RequestError, RequestStore, StoredRequest
 from fedforget.withdrawals import WithdrawalRequest, due, resolve_ids
 
@@ -41,7 +45,28 @@ class Device:
 
     @classmethod
     def open(cls, config: RunConfig, partition_id: int, store_path: str | Path) -> Device:
+        """A simulated device: its partition of the run's shared ``dataset`` (``client-data = shared``)."""
         return cls(config, ClientData.for_partition(config, partition_id), RequestStore(store_path))
+
+    @classmethod
+    def open_own(
+        cls,
+        config: RunConfig,
+        own: OwnData,
+        store_path: str | Path,
+        *,
+        partition_id: int,
+        info: DatasetInfo | None = None,
+    ) -> Device:
+        """A device that holds only its own file (``client-data = own``); its ids are its own.
+
+        ``info``: the run model's input shape and classes; the file must fit them (one-line
+        :class:`~fedforget.client_data.OwnDataError` otherwise).
+        """
+        shape = None if info is None else info.input_shape
+        classes = None if info is None else info.num_classes
+        client = ClientData.from_file(own, partition_id, num_classes=classes, input_shape=shape)
+        return cls(config, client, RequestStore(store_path))
 
     @property
     def partition_id(self) -> int:

@@ -14,8 +14,13 @@
   non-members); FR = (A_F - B_F) / B_T (``fedforget.metrics.forgetting_rate``), with the forget,
   retain and reference accuracies and the attack AUC, goes into the round's metrics row.
 
-Raw samples never leave a client: the server sends the oracle (numbers) and the model, the client
-answers with per-sample decisions by global id and aggregate numbers.
+The server sends the oracle (numbers) and the model; the client answers with the sample ids of its
+forget set, the oracle's member / non-member decision for each, and aggregate numbers. No feature
+vector or label is sent, but ids, per-sample decisions and (``train.unlearn``) masks do leave the
+device, and a mask can reveal the samples it was computed from (``docs/privacy.md``).
+
+Sample ids are global ids of the shared dataset (``client-data = shared``) or the device's own ids
+(``client-data = own``); decisions are therefore keyed by ``(partition, id)``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from clients.codec import oracle_to_records
+from fedforget.client_data import model_input_config
 from fedforget.metrics import forgetting_rate
 from fedforget.mia import MembershipOracle
 from fedforget.mia.recipe import fit_oracle_for
@@ -222,12 +228,26 @@ class ForgettingEvaluator:
 
     def _not_its_own(self, partition: int, ids: np.ndarray) -> str:
         """Why a request may not be accepted from ``partition`` ('' if it may): a client can only
-        withdraw its own training samples (the split says which those are)."""
+        withdraw its own training samples (the split says which those are).
+
+        With ``client-data = own`` the server holds no client data: it checks only the request's
+        shape (non-empty, unique, non-negative ids) and trusts the authenticated device that the ids
+        are its own training samples.
+        """
+        if ids.size == 0:
+            return "names no samples; ignored"
+        if self.run.config.client_data == "own":
+            num_clients = self.run.config.num_clients
+            if not 0 <= partition < num_clients:
+                return f"partition {partition} outside [0, num-clients={num_clients}); ignored"
+            if ids.min() < 0:
+                return f"names negative ids (e.g. {ids[ids < 0][:3].tolist()}); ignored"
+            if np.unique(ids).size != ids.size:
+                return "names some ids twice; ignored"
+            return ""
         clients = self.run.split.clients
         if not 0 <= partition < len(clients):
             return f"partition {partition} does not exist; ignored"
-        if ids.size == 0:
-            return "names no samples; ignored"
         foreign = np.setdiff1d(ids, clients[partition].train_ids)
         if foreign.size:
             return (
@@ -319,11 +339,13 @@ class ForgettingEvaluator:
             )
         got = exchange(grid, messages, QUERY_TIMEOUT_S)
         self.log_failures(server_round, "query.membership", got.failures)
-        decisions: dict[int, bool] = {}
+        decisions: dict[tuple[int, int], bool] = {}  # (partition, id): ids are per device in own mode
         metrics: dict[str, list[tuple[float, float]]] = {}
-        for reply in got.replies.values():
+        for node, reply in got.replies.items():
             answer = reply.content["decisions"]
-            decisions.update({int(i): bool(m) for i, m in zip(answer["ids"], answer["member"], strict=True)})
+            partition = by_node[node][0].partition_id
+            pairs = zip(answer["ids"], answer["member"], strict=True)
+            decisions.update({(partition, int(i)): bool(m) for i, m in pairs})
             client_metrics = reply.content["metrics"]
             weight = float(client_metrics["num-forget"])
             for key in ("forget-accuracy", "retain-accuracy", "reference-accuracy", "attack-auc"):
@@ -344,7 +366,7 @@ class ForgettingEvaluator:
         for r in failed:
             r.before = None
         for r in answered:
-            r.before = {int(i): result["decisions"][int(i)] for i in r.ids}
+            r.before = {int(i): result["decisions"][(r.partition_id, int(i))] for i in r.ids}
         members = sum(sum(r.before.values()) for r in answered if r.before)
         total = sum(len(r.ids) for r in answered)
         self.write_withdrawals()
@@ -370,8 +392,9 @@ class ForgettingEvaluator:
         result = self.query(grid, arrays, server_round, active)
         if result["failed-nodes"]:
             return {"fr-missing": result["failed-nodes"]}
-        before = {i: m for r in active for i, m in (r.before or {}).items()}
-        after = {i: result["decisions"][i] for i in before}
+        keys = [(r.partition_id, i) for r in active for i in (r.before or {})]
+        before = dict(enumerate(m for r in active for m in (r.before or {}).values()))
+        after = dict(enumerate(result["decisions"][key] for key in keys))
         fr = forgetting_rate(before, after)
         for r in active:
             if server_round not in r.rounds_measured:
@@ -388,8 +411,13 @@ class ForgettingEvaluator:
 
 
 def message_config(run: PreparedRun, server_round: int) -> dict[str, Any]:
-    """What every message to a client carries: the round, the resolved model and the run id."""
-    return {"server-round": server_round, "model": run.config.model, "run-id": run.config.run_id}
+    """What every message to a client carries: the round, the resolved model and the run id; with
+    ``client-data = own`` also the model's ``input-shape`` and ``num-classes`` (the device cannot
+    read the server's ``dataset``)."""
+    config = {"server-round": server_round, "model": run.config.model, "run-id": run.config.run_id}
+    if run.config.client_data == "own":
+        config.update(model_input_config(run.dataset.info))
+    return config
 
 
 def _weighted(values: list[tuple[float, float]]) -> float:

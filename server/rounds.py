@@ -136,7 +136,8 @@ def _checked_updates(
 
     state = arrays.to_torch_state_dict()
     trainable = parameter_names(run.model)
-    max_examples = max(len(c.train_ids) for c in run.split.clients)
+    # With client-data=own the server knows no client's size: it trusts the authenticated device's count.
+    max_examples = max((len(c.train_ids) for c in run.split.clients), default=2**62)
     checked = []
     for reply in replies:
         if not reply.has_error():

@@ -4,6 +4,9 @@ A fresh run (``resume = 0``) creates its record; a run-id whose record exists is
 run (``resume = 1`` and the ``run-id`` of an existing record) reopens that record: its stored config
 must equal the new one except for ``resume`` itself, and the model, the last completed round and the
 unlearnings already applied come from the record's ``resume.pt`` (:class:`ResumePoint`).
+
+With ``client-data = own`` the server loads only its own ``dataset`` (auxiliary data for the oracle
+and test data), never any client's: the split has no client parts (:func:`fedforget.client_data.split_for`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def prepare_run(run_config: Mapping[str, Any]) -> PreparedRun:
     """Load the data, make and check the split, build the model, and create (or reopen) the record."""
     config = resolve_config(run_config)
     dataset = data.load(config)
+    if config.client_data == "own":
+        _check_class_indices(config, dataset)
     split = split_for(config)
     check_split(split, dataset.num_train)
     model = models.build_model(config.model, dataset.info, seed=config.seed)
@@ -88,6 +93,24 @@ def prepare_run(run_config: Mapping[str, Any]) -> PreparedRun:
     record = RunRecord.create(config, environment={"flwr": flwr.__version__})
     record.write_split(split)
     return PreparedRun(config, dataset, split, model, record, ledger)
+
+
+def _check_class_indices(config: RunConfig, dataset: Dataset) -> None:
+    """With ``client-data = own`` devices label their files with class indices, so the server's own
+    file must too, and hold every class: its labels must be exactly ``0 .. K-1``."""
+    if dataset.classes is None:  # a registry dataset: labels are class indices already
+        return
+    expected = tuple(float(k) for k in range(dataset.num_classes))
+    try:
+        found = tuple(float(c) for c in dataset.classes)
+    except (TypeError, ValueError):
+        found = ()
+    if found != expected:
+        shown = ", ".join(repr(c) for c in dataset.classes[:5])
+        raise ConfigError(
+            f"client-data=own: the server's dataset {config.dataset!r} must label its samples with the "
+            f"class indices 0..K-1 and hold every class (devices use the same indices); it holds {shown}"
+        )
 
 
 def _reopen(config: RunConfig, split: Split) -> RunRecord:

@@ -36,6 +36,9 @@ class Dataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    classes: tuple[str | float, ...] | None = None
+    """For ``csv:``/``npz:`` files: the raw label of each class code (``classes[k]`` is the label that
+    code ``k`` stands for, sorted as the codes are); None for registry datasets."""
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):

@@ -42,6 +42,14 @@ def _label_codes(values: np.ndarray) -> np.ndarray:
     return codes.reshape(-1).astype(np.int64)
 
 
+def _label_values(values: np.ndarray) -> tuple[str | float, ...]:
+    """The raw label each code of :func:`_label_codes` stands for (``result[code]``)."""
+    if values.dtype.kind in "US":
+        with contextlib.suppress(ValueError):
+            values = values.astype(np.float64)
+    return tuple(v.item() for v in np.unique(values.reshape(-1)))
+
+
 # ------------------------------------------------------------------------------------------------- csv
 def load_csv(path: Path, name: str) -> Dataset:
     """A labelled table from a CSV file (see the module docstring)."""
@@ -105,7 +113,7 @@ def load_csv(path: Path, name: str) -> Dataset:
     info = DatasetInfo(name, (len(feature_cols),), int(y.max()) + 1, "tabular")
     parts = (x_train, y[train], x_test, y[test])
     freeze(*parts)
-    return Dataset(info, *parts)
+    return Dataset(info, *parts, classes=_label_values(labels))
 
 
 def _is_number(value: str) -> bool:
@@ -126,10 +134,12 @@ def load_npz(path: Path, name: str) -> Dataset:
     if {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         x_train, x_test = arrays["x_train"], arrays["x_test"]
         n_train = len(arrays["y_train"])
-        y = _label_codes(np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)]))
+        raw = np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)])
+        y = _label_codes(raw)
         y_train, y_test = y[:n_train], y[n_train:]
     elif {"x", "y"} <= arrays.keys():
-        y = _label_codes(arrays["y"].reshape(-1))
+        raw = arrays["y"].reshape(-1)
+        y = _label_codes(raw)
         if len(arrays["x"]) != len(y):
             raise DataError(f"{path}: x has {len(arrays['x'])} samples but y has {len(y)}")
         train, test = stratified_split(y)
@@ -150,7 +160,7 @@ def load_npz(path: Path, name: str) -> Dataset:
     info = DatasetInfo(name, tuple(int(d) for d in x_train.shape[1:]), int(y.max()) + 1, kind)
     parts = (x_train, np.ascontiguousarray(y_train), x_test, np.ascontiguousarray(y_test))
     freeze(*parts)
-    return Dataset(info, *parts)
+    return Dataset(info, *parts, classes=_label_values(raw))
 
 
 def _to_nchw(x: np.ndarray) -> np.ndarray:
