@@ -9,7 +9,10 @@
     fedforget status --store deploy/device-0/requests.sqlite
 
 ``prepare`` resolves the run config once (``<workdir>/run-config.json``, the file devices give to
-``fedforget withdraw --config``) and lays out one folder per device:
+``fedforget withdraw --config``), copies what the SuperLink needs of ``--certs`` into
+``<workdir>/superlink/certs/`` (``ca.crt``, ``server.crt``, ``server.key``: never the CA's private
+key ``ca.key``, which stays in ``--certs``, the CA's folder, and is only needed to issue
+certificates) and lays out one folder per device:
 
 =============================  ================================================================
 ``device-<i>/requests.sqlite``  the device's durable request store (node config ``request-store``)
@@ -124,6 +127,15 @@ class DeploymentPlan:
         return self.workdir / RUN_CONFIG_FILE
 
     @property
+    def server_certs(self) -> Path:
+        """The SuperLink's certificate folder: CA certificate, its certificate and key (no CA key)."""
+        return self.workdir / "superlink" / "certs"
+
+    def server_tls(self) -> TLSFiles:
+        folder = self.server_certs
+        return TLSFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+
+    @property
     def record_path(self) -> Path:
         return Path(self.run_config["run-dir"]) / str(self.run_config["run-id"])
 
@@ -187,6 +199,14 @@ def prepare(
     values.setdefault("run-dir", str(folder / "runs"))
     run_config = resolve_run_config(values)
     run_config["data-dir"] = str(values.get("data-dir", ""))
+    server = DeploymentPlan(folder, loaded, run_config, ()).server_tls()
+    server.ca_cert.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in (
+        (loaded.ca_cert, server.ca_cert),
+        (loaded.server_cert, server.server_cert),
+        (loaded.server_key, server.server_key),
+    ):
+        shutil.copy2(src, dst)  # keeps 0600 on the server's key; the CA key is not copied
     devices = []
     for i in range(num_devices):
         home = folder / f"device-{i}"
@@ -485,7 +505,7 @@ def bring_up(
     plan: DeploymentPlan, *, start_devices: bool = True, wait_s: float = 120.0
 ) -> Iterator[Deployment]:
     """Start the SuperLink (TLS, node auth), register and start every device; stop all by PID on exit."""
-    tls = TLSFiles(plan.certs.ca_cert, plan.certs.server_cert, plan.certs.server_key)
+    tls = plan.server_tls()
     home = plan.workdir / "superlink"
     below: dict[int, str] = {}
     try:

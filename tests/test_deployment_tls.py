@@ -1,8 +1,11 @@
 """A real deployment on 127.0.0.1: SuperLink with TLS and SuperNode authentication, three devices.
 
-One device withdraws a class with the real ``fedforget withdraw`` command before the run; the server
-finds the request, unlearns it, sends the receipt; ``fedforget status`` on the device then shows the
-request completed with its receipt. An unregistered key and an ``--insecure`` SuperNode are turned
+One device withdraws a class with the real ``fedforget withdraw`` command before the run: the
+server finds it before the first training round, so the model never learned those samples and the
+receipt says so (``excluded-before-training``). Another device's request comes during the run (the
+run config's schedule, round 2): the server unlearns it and sends the receipt. ``fedforget status``
+on each device shows its request completed with its receipt; after the run a device withdraws with
+no ``--config`` (it kept the run's). An unregistered key and an ``--insecure`` SuperNode are turned
 away. Every process started is gone afterwards.
 """
 
@@ -17,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from fedforget.client_data import ClientData
+from fedforget.config import RunConfig
+from simulations import deploy, launcher
 from simulations.certificates import generate, write_node_key
 from simulations.deploy import (
     DeploymentError,
@@ -28,6 +34,7 @@ from simulations.deploy import (
     start_supernode,
 )
 from simulations.launcher import ManagedProcess
+from tests.ports import ports_from
 
 RUN = {
     "num-rounds": 2,
@@ -37,7 +44,15 @@ RUN = {
     "unlearn-rounds": 1,
     "forsaken-steps": 4,
     "retain-samples": 64,
+    "withdrawals": "2:0:class:3",
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    free_port = ports_from(39200, 39249)
+    monkeypatch.setattr(launcher, "free_port", free_port)
+    monkeypatch.setattr(deploy, "free_port", free_port)
 
 
 def _cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -114,34 +129,53 @@ def test_tls_node_auth_deployment_withdrawal_end_to_end(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, signal.SIG_DFL)
 
-    # The run record: the request reached the server from device 1 and was unlearned.
+    # The run record: device 1's request (filed before the run) reached the server from device 1
+    # before any training, so nothing was unlearned for it; device 0's (round 2) was unlearned.
     withdrawals = {w["request-id"]: w for w in record.read_json("withdrawals.json")["requests"]}
-    assert set(withdrawals) == {request_id}
+    scheduled = "r2-c0-class-3"
+    assert set(withdrawals) == {request_id, scheduled}
     entry = withdrawals[request_id]
     assert entry["client"] == device.partition_id and entry["grain"] == "class"
-    assert entry["outcome"].startswith("unlearned")
+    assert entry["outcome"] == "excluded-before-training"
     receipt = entry["receipt"]
-    assert receipt["model-hash-before"] != receipt["model-hash-after"]
+    assert receipt["model-hash-before"] == receipt["model-hash-after"] and receipt["unlearn-rounds"] == 0
+    later = withdrawals[scheduled]
+    assert later["client"] == 0 and later["outcome"].startswith("unlearned")
+    assert later["receipt"]["model-hash-before"] != later["receipt"]["model-hash-after"]
     rows = record.metrics()
+    excluded = [r for r in rows if r.get("event") == "excluded-before-training"]
+    assert [(r["round"], r["request-ids"]) for r in excluded] == [(1, [request_id])]
     received = [r for r in rows if r.get("event") == "request-received"]
-    assert [r["request-ids"] for r in received] == [[request_id]]
+    assert [(r["round"], r["request-ids"]) for r in received] == [(1, [scheduled])]  # polled in round 2
     unlearned = [r for r in rows if r.get("phase") == "unlearn" and "masks-accepted" in r]
     assert unlearned and unlearned[0]["masks-accepted"] == 1 and unlearned[0]["mask-nonzero"] > 0
+    assert all(r["request-ids"] == [scheduled] for r in unlearned)
     assert [r["round"] for r in rows if r.get("phase") == "train"] == [1, 2]
     assert all(r["clients"] == 3 and r["failures"] == 0 for r in rows if r.get("phase") == "train")
+    # Every receipt's hashes are recomputed from the record's checkpoints.
+    verified = _cli([plan.status_argv(device)[0], "verify", str(record.path)])
+    assert verified.returncode == 0 and verified.stdout.startswith("ok: 4 model hashes"), verified
 
-    # The device's own view: completed, with the receipt the server sent.
-    status = _cli(plan.status_argv(device, "--json"))
-    assert status.returncode == 0, status.stderr
-    (stored,) = json.loads(status.stdout)
-    assert stored["request-id"] == request_id and stored["state"] == "completed"
-    assert stored["num-ids"] == entry["num-ids"] > 0
-    assert stored["receipt"]["model-hash-after"] == receipt["model-hash-after"]
+    # Each device's own view: completed, with the receipt the server sent.
+    for holder, rid, server_entry in ((device, request_id, entry), (plan.devices[0], scheduled, later)):
+        status = _cli(plan.status_argv(holder, "--json"))
+        assert status.returncode == 0, status.stderr
+        (stored,) = json.loads(status.stdout)
+        assert stored["request-id"] == rid and stored["state"] == "completed"
+        assert stored["num-ids"] == server_entry["num-ids"] > 0
+        assert stored["receipt"]["model-hash-after"] == server_entry["receipt"]["model-hash-after"]
+        assert stored["detail"] == server_entry["outcome"]
     text = _cli(plan.status_argv(device)).stdout
-    assert "completed" in text and "receipt:" in text
-    # The other devices hold no requests.
-    for other in (plan.devices[0], plan.devices[2]):
-        assert json.loads(_cli(plan.status_argv(other, "--json")).stdout) == []
+    assert "completed" in text and "receipt: excluded-before-training: withdrawn before" in text
+    # Device 2 holds no request; it kept the run's config, so it withdraws without --config.
+    third = plan.devices[2]
+    assert json.loads(_cli(plan.status_argv(third, "--json")).stdout) == []
+    argv = plan.withdraw_argv(third, "--class", "5")
+    bare = _cli(argv[: argv.index("--config")] + ["--class", "5"])
+    assert bare.returncode == 0 and "using the run config of run" in bare.stderr, bare.stderr
+    (stored,) = json.loads(_cli(plan.status_argv(third, "--json")).stdout)
+    part = ClientData.for_partition(RunConfig.from_mapping(plan.run_config), 2)
+    assert stored["num-ids"] == int((part.y_train == 5).sum()) > 0
 
 
 def test_prepare_lays_out_one_folder_per_device(tmp_path: Path) -> None:
@@ -161,6 +195,12 @@ def test_prepare_lays_out_one_folder_per_device(tmp_path: Path) -> None:
             "request-store": str(device.store),
         }
         assert device.data_dir is None
+    # the SuperLink's folder holds its certificate and key and the CA certificate, not the CA key
+    server = plan.server_certs
+    assert sorted(p.name for p in server.iterdir()) == ["ca.crt", "server.crt", "server.key"]
+    assert oct(plan.server_tls().server_key.stat().st_mode & 0o777) == "0o600"
+    assert plan.server_tls().ca_cert.read_bytes() == certs.ca_cert.read_bytes()
+    assert [p for p in (tmp_path / "w").rglob("*") if p.name == certs.ca_key.name] == []
     (plan.devices[1].home / "data").mkdir()
     assert plan.devices[1].data_dir == plan.devices[1].home / "data"
     assert load_plan(tmp_path / "w") == plan
