@@ -11,13 +11,14 @@ step (:func:`fedforget.baselines.calibration_step`) the server runs.
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from fedforget.baselines import FedEraserStore
+from fedforget.records import atomic_write_bytes
 
 
 class UpdateStore:
@@ -53,11 +54,9 @@ class UpdateStore:
                 if np.issubdtype(base.dtype, np.floating):
                     arrays[f"update/{pid}/{key}"] = np.asarray(value) - base
             arrays[f"weight/{pid}"] = np.asarray(float(weights[pid]))
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.path(server_round)
-        partial = final.with_suffix(".partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, final)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(self.path(server_round), buffer.getvalue())  # fsynced file, rename, folder
 
     def rounds(self, before: int | None = None) -> list[int]:
         """Stored rounds (all, or those ``< before``), ascending."""

@@ -257,3 +257,28 @@ def test_every_rename_into_the_record_is_followed_by_an_fsync_of_its_folder(
         assert folder in folders and ("fsync-dir", folder) in events[i + 1 :], events
     # the new metrics.jsonl's name is made durable too
     assert events[-1] == ("fsync-dir", record.path.stat().st_ino)
+
+
+def test_federasers_update_store_is_written_through_the_same_atomic_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    from server.update_store import update_store
+
+    folders: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            folders.append(info.st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = update_store(tmp_path, every=1)
+    global_state = {"w": np.zeros(3, dtype=np.float32)}
+    store.save(1, global_state, {0: {"w": np.ones(3, dtype=np.float32)}}, {0: 5.0})
+    assert [p.name for p in (tmp_path / "federaser").iterdir()] == ["round-00001.npz"]
+    assert (tmp_path / "federaser").stat().st_ino in folders
+    np.testing.assert_array_equal(store.load().updates[1][0]["w"], np.ones(3))
