@@ -24,6 +24,7 @@ from fedforget.config import RunConfig
 from fedforget.data import DataError, Dataset, DatasetInfo, paths, tabular
 from fedforget.data import images as images_mod
 from fedforget.data.download import main as download_main
+from tests.conftest import shared_data_root
 
 # name -> (train, test, input_shape, num_classes, kind); official sizes, or the documented split rule
 EXPECTED = {
@@ -35,16 +36,14 @@ EXPECTED = {
     "letter": (16000, 4000, (16,), 26, "tabular"),
     "digits": (1438, 359, (64,), 10, "tabular"),
     "breast-cancer": (456, 113, (30,), 2, "tabular"),
+    "memorise": (1601, 399, (128,), 30, "tabular"),
 }
 STATS = {"mnist": ((0.1307,), (0.3081,)), "fashion-mnist": ((0.2860,), (0.3530,))}
 
 
 @pytest.fixture(scope="module")
 def root() -> Path:
-    try:
-        return data.resolve_data_root(None)
-    except DataError as exc:
-        pytest.skip(f"no offline dataset folder: {exc}")
+    return shared_data_root()
 
 
 def _needs(root: Path, sub: str) -> Path:

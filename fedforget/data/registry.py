@@ -1,8 +1,9 @@
 """Dataset names -> static :class:`DatasetInfo` and loader.
 
 Registry names: ``mnist``, ``fashion-mnist``, ``cifar10``, ``adult``, ``location``, ``letter``,
-``digits``, ``breast-cancer`` (a few aliases such as ``fmnist`` or ``cifar-10`` are accepted), plus
-user files ``csv:PATH`` and ``npz:PATH``. Names are case-insensitive.
+``digits``, ``breast-cancer``, ``memorise`` (synthetic, see :mod:`fedforget.data.synthetic`; a few
+aliases such as ``fmnist`` or ``cifar-10`` are accepted), plus user files ``csv:PATH`` and
+``npz:PATH``. Names are case-insensitive.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import difflib
 from collections.abc import Callable
 from pathlib import Path
 
-from fedforget.data import bundled, images, tabular
+from fedforget.data import bundled, images, synthetic, tabular
 from fedforget.data.base import DataError, Dataset, DatasetInfo
 
 FILE_PREFIXES = ("csv:", "npz:")
@@ -38,6 +39,7 @@ REGISTRY: dict[str, Entry] = {
     "letter": Entry(tabular.LETTER_INFO, tabular.load_letter, ("letter",)),
     "digits": Entry(bundled.DIGITS_INFO, bundled.load_digits, ()),
     "breast-cancer": Entry(bundled.BREAST_CANCER_INFO, bundled.load_breast_cancer, ()),
+    "memorise": Entry(synthetic.MEMORISE_INFO, synthetic.load_memorise, ()),
 }
 
 ALIASES = {
@@ -48,6 +50,7 @@ ALIASES = {
     "cifar_10": "cifar10",
     "breast_cancer": "breast-cancer",
     "breastcancer": "breast-cancer",
+    "memorize": "memorise",
 }
 
 
