@@ -43,9 +43,9 @@ class Setup:
     oracle: TinyLossOracle
 
 
-def _setup(model_name: str, dataset: str = "location", num_members: int = 500) -> Setup:
-    """A model trained on ``num_members`` samples (location: overfitted); forget 5 % of them; 150 never-seen
-    reference samples; the oracle's threshold is fitted on 200 more never-seen samples."""
+def _setup(model_name: str, dataset: str = "memorise", num_members: int = 500) -> Setup:
+    """A model trained on ``num_members`` samples (memorise, synthetic: overfitted); forget 5 % of them;
+    150 never-seen reference samples; the oracle's threshold is fitted on 200 more never-seen samples."""
     data = load_dataset(dataset)
     order = np.random.default_rng(0).permutation(data.num_train)
     members = order[:num_members]
@@ -67,13 +67,13 @@ def _setup(model_name: str, dataset: str = "location", num_members: int = 500) -
 
 
 @pytest.fixture(scope="module")
-def location_mlp() -> Setup:
+def memorise_mlp() -> Setup:
     return _setup("mlp")
 
 
 @pytest.fixture(scope="module")
-def fr_result(location_mlp: Setup) -> forsaken.ForsakenResult:
-    s = location_mlp
+def fr_result(memorise_mlp: Setup) -> forsaken.ForsakenResult:
+    s = memorise_mlp
     return forsaken.unlearn(
         s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
     )
@@ -85,9 +85,9 @@ def _member_fraction(setup: Setup, model: nn.Module) -> float:
 
 # ------------------------------------------------------------------------------------------ forgetting
 def test_forsaken_forgets_an_overfitted_mlp_and_keeps_test_accuracy(
-    location_mlp: Setup, fr_result: forsaken.ForsakenResult
+    memorise_mlp: Setup, fr_result: forsaken.ForsakenResult
 ) -> None:
-    s, result = location_mlp, fr_result
+    s, result = memorise_mlp, fr_result
     assert _member_fraction(s, s.model) >= 0.9  # the oracle sees the forget set as members
     assert result.stopped_because == "target-fr"
     assert _member_fraction(s, result.model) <= 0.1
@@ -104,26 +104,26 @@ def test_forsaken_forgets_an_overfitted_mlp_and_keeps_test_accuracy(
 
 
 def test_mask_is_the_exact_difference_and_apply_mask_reproduces_the_model(
-    location_mlp: Setup, fr_result: forsaken.ForsakenResult
+    memorise_mlp: Setup, fr_result: forsaken.ForsakenResult
 ) -> None:
-    original = dict(location_mlp.model.named_parameters())
+    original = dict(memorise_mlp.model.named_parameters())
     unlearned = dict(fr_result.model.named_parameters())
     assert set(fr_result.mask) == set(original)
     for name, delta in fr_result.mask.items():
         torch.testing.assert_close(
             delta, unlearned[name].detach() - original[name].detach(), rtol=0, atol=1e-6
         )
-    rebuilt = forsaken.apply_mask(location_mlp.model, fr_result.mask)
+    rebuilt = forsaken.apply_mask(memorise_mlp.model, fr_result.mask)
     for name, p in rebuilt.named_parameters():
         assert torch.equal(p, unlearned[name]), name
     assert any(bool((d != 0).any()) for d in fr_result.mask.values())
-    half = forsaken.apply_mask(location_mlp.model, fr_result.mask, scale=0.5)
+    half = forsaken.apply_mask(memorise_mlp.model, fr_result.mask, scale=0.5)
     for name, p in half.named_parameters():
         torch.testing.assert_close(p, original[name] + 0.5 * fr_result.mask[name])
 
 
-def test_the_input_model_is_not_modified(location_mlp: Setup) -> None:
-    s = location_mlp
+def test_the_input_model_is_not_modified(memorise_mlp: Setup) -> None:
+    s = memorise_mlp
     state = copy.deepcopy(s.model.state_dict())
     s.model.train()
     config = forsaken.ForsakenConfig(max_steps=2)
@@ -135,8 +135,8 @@ def test_the_input_model_is_not_modified(location_mlp: Setup) -> None:
     assert all(p.requires_grad for p in s.model.parameters())
 
 
-def test_a_fixed_seed_gives_the_same_mask_and_history(location_mlp: Setup) -> None:
-    s = location_mlp
+def test_a_fixed_seed_gives_the_same_mask_and_history(memorise_mlp: Setup) -> None:
+    s = memorise_mlp
     config = forsaken.ForsakenConfig(max_steps=3, seed=5)
     runs = [
         forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle) for _ in range(2)
@@ -151,10 +151,10 @@ def test_a_fixed_seed_gives_the_same_mask_and_history(location_mlp: Setup) -> No
     assert any(not torch.equal(other.mask[n], runs[0].mask[n]) for n in other.mask)
 
 
-def test_the_accuracy_guard_is_relative_to_the_given_baseline(location_mlp: Setup) -> None:
+def test_the_accuracy_guard_is_relative_to_the_given_baseline(memorise_mlp: Setup) -> None:
     """accuracy_baseline (the model before an attempt's first round) replaces the model's own accuracies
     as the guard's reference point: above what any step reaches, no step is applied."""
-    s = location_mlp
+    s = memorise_mlp
     config = forsaken.ForsakenConfig(max_steps=3)
 
     def unlearn(baseline: object = None) -> forsaken.ForsakenResult:
@@ -250,8 +250,8 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     assert after >= before - 0.02, (before, after)
 
 
-def test_without_an_oracle_a_fitted_loss_threshold_proxy_judges(location_mlp: Setup) -> None:
-    s = location_mlp
+def test_without_an_oracle_a_fitted_loss_threshold_proxy_judges(memorise_mlp: Setup) -> None:
+    s = memorise_mlp
     result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(max_steps=30))
     assert isinstance(result.oracle, forsaken.LossThresholdOracle)
     assert result.stopped_because == "target-fr"
@@ -477,8 +477,8 @@ def test_nonmember_pool_keeps_only_non_members_and_drops_those_nearest_the_thres
     assert len(targets.nonmember_pool(np.array([0.7, 0.8]), 0.5, 0.2)) == 0
 
 
-def test_rank_targets_move_only_the_oracle_judged_members(location_mlp: Setup) -> None:
-    s = location_mlp
+def test_rank_targets_move_only_the_oracle_judged_members(memorise_mlp: Setup) -> None:
+    s = memorise_mlp
     # a forget set mixing members (the forget samples) and never-seen samples the oracle judges non-members
     x_ref, y_ref = s.reference
     outside = s.oracle.decide(s.model, x_ref, y_ref)
@@ -495,14 +495,14 @@ def test_rank_targets_move_only_the_oracle_judged_members(location_mlp: Setup) -
 
 
 # ----------------------------------------------------------------------------- the oracle's margin
-def test_escalation_deepens_the_nonmember_pool_and_focus_follows_the_decisions(location_mlp: Setup) -> None:
+def test_escalation_deepens_the_nonmember_pool_and_focus_follows_the_decisions(memorise_mlp: Setup) -> None:
     """target="fr": each escalation re-matches the moving samples to reference vectors scoring further
     below the threshold (at e = 1, the lowest-scoring 10 % of the judged non-members beyond the margin);
     after an accepted step, forget samples judged non-members weigh ``focus`` in the forget term."""
     from fedforget.forsaken.core import _as_pair as pair
     from fedforget.forsaken.core import _Unlearner
 
-    s = location_mlp
+    s = memorise_mlp
     config = forsaken.ForsakenConfig(max_steps=1)
     unlearner = _Unlearner(
         s.model, pair("f", s.forget), pair("r", s.reference), pair("k", s.retain), config, s.oracle, 30
@@ -530,17 +530,17 @@ def test_escalation_deepens_the_nonmember_pool_and_focus_follows_the_decisions(l
     assert deepest <= np.quantile(below, 1 - m) + 1e-12
     # focus: the weights follow the last decisions
     result = unlearner.run()
-    assert result.steps == 1  # max_steps=1, and location's first step is accepted
+    assert result.steps == 1  # max_steps=1, and memorise's first step is accepted
     expected = np.where(unlearner.last_member, 1.0, config.focus)
     assert unlearner.focus is not None and np.allclose(unlearner.focus.numpy(), expected)
     assert (~unlearner.last_member).any()  # some sample is judged a non-member: weights differ
 
 
-def test_margin_function_reproduces_the_decisions_of_a_shokri_and_a_loss_oracle(location_mlp: Setup) -> None:
+def test_margin_function_reproduces_the_decisions_of_a_shokri_and_a_loss_oracle(memorise_mlp: Setup) -> None:
     from fedforget.mia import fit_oracle
 
-    s = location_mlp
-    data = load_dataset("location")
+    s = memorise_mlp
+    data = load_dataset("memorise")
     aux = np.random.default_rng(1).permutation(data.num_train)[:600]
     info = data.info
 
@@ -562,8 +562,8 @@ def test_margin_function_reproduces_the_decisions_of_a_shokri_and_a_loss_oracle(
     assert surrogate.margin_function(s.oracle, s.model) is None  # an unknown oracle: no margin
 
 
-def test_objective_hinge_needs_an_oracle_with_a_margin(location_mlp: Setup) -> None:
-    s = location_mlp
+def test_objective_hinge_needs_an_oracle_with_a_margin(memorise_mlp: Setup) -> None:
+    s = memorise_mlp
     with pytest.raises(ValueError, match="objective='hinge' needs an oracle"):
         forsaken.unlearn(
             s.model,

@@ -186,19 +186,19 @@ def test_accuracy_is_evaluate_accuracy() -> None:
 
 
 def test_retrain_reference_forgets_what_the_original_memorised() -> None:
-    location = load_dataset("location")  # small MLP targets overfit it strongly
-    x, y = location.x_train, location.y_train
+    memorise = load_dataset("memorise")  # synthetic: small MLP targets overfit it strongly
+    x, y = memorise.x_train, memorise.y_train
     retain, forget, reference = np.arange(0, 200), np.arange(200, 260), np.arange(300, 400)
-    factory = lambda: build_model("mlp", location.info)  # noqa: E731
+    factory = lambda: build_model("mlp", memorise.info)  # noqa: E731
     recipe = dict(epochs=20, learning_rate=0.05, batch_size=16, momentum=0.9, weight_decay=0.0)
     oracle = ConfidenceOracle(0.99)
-    original = build_model("mlp", location.info, seed=0)
+    original = build_model("mlp", memorise.info, seed=0)
     trained_on = np.concatenate([retain, forget])
     train(original, x[trained_on], y[trained_on], seed=0, **recipe)
     before = oracle_report(
         oracle, original, x[forget], y[forget], x[reference], y[reference], forget_ids=forget
     )
-    assert before.attack_auc > 0.85  # measured 0.97-0.98 (seeds 0-2)
+    assert before.attack_auc > 0.85  # measured 0.976-0.993 (seeds 0-2)
     assert before.forgetting_rate is None and set(before.decisions) == set(forget.tolist())
 
     ref = retrain_reference(
@@ -218,9 +218,11 @@ def test_retrain_reference_forgets_what_the_original_memorised() -> None:
     assert set(ref.decisions) == set(forget.tolist())
     fr = ref.forgetting_rate
     assert fr is not None and fr.n == len(forget) and fr.b_t == sum(before.decisions.values())
-    assert fr.fr > 0.6  # measured 0.93-0.95: the retrained model no longer "remembers" them
-    assert abs(ref.attack_auc - 0.5) < 0.12  # measured 0.51: the forget set looks like unseen data
-    assert 0.25 < ref.forget_accuracy < 0.7 and 0.25 < ref.reference_accuracy < 0.7  # measured 0.38-0.47
+    assert fr.fr > 0.6  # measured 1.00 (seeds 0-2): the retrained model no longer "remembers" them
+    assert abs(ref.attack_auc - 0.5) < 0.12  # measured 0.43-0.46: the forget set looks like unseen data
+    # like never-seen rows: above chance (1/30; it learned the weak signal from 200 rows) and far below
+    # the original's 1.0 on them; measured forget 0.23-0.33, reference 0.35-0.43 (seeds 0-2)
+    assert 0.1 < ref.forget_accuracy < 0.6 and 0.1 < ref.reference_accuracy < 0.6
     again = retrain_reference(
         factory, x[retain], y[retain], x[forget], y[forget], x[reference], y[reference], oracle,
         forget_ids=forget, before=before.decisions, seed=0, **recipe,
