@@ -7,9 +7,9 @@ power cut as far as the process is concerned) the moment it reaches a named poin
 happens.
 
 With ``FEDFORGET_CRASH_FUSE`` naming a folder, each point fires once: the first process to reach it
-creates ``<folder>/<point>`` (exclusively) holding its PID, then dies; later processes, e.g. the
-resumed run, pass the point. The SuperLink starts its app processes from one long-lived process,
-so without a fuse every resumed run would die at the same point again.
+creates ``<folder>/<point>`` (exclusively) holding its PID and program name, then dies; later
+processes, e.g. the resumed run, pass the point. The SuperLink starts its app processes from one
+long-lived process, so without a fuse every resumed run would die at the same point again.
 
 The points, in the order a commit reaches them (``server/requests.py``):
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 CRASH_AT = "FEDFORGET_CRASH_AT"
@@ -45,7 +46,7 @@ def crash_point(name: str) -> None:
         except FileExistsError:
             return  # this point already fired
         try:
-            os.write(fd, f"{os.getpid()}\n".encode())
+            os.write(fd, f"{os.getpid()} {Path(sys.argv[0]).name}\n".encode())
             os.fsync(fd)
         finally:
             os.close(fd)
