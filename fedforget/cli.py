@@ -6,6 +6,7 @@
     fedforget withdraw --store dev0.sqlite --partition-id 0 --data mine.csv --ids 3   # client-data=own
     fedforget status   --store dev0.sqlite
     fedforget verify   runs/<id>
+    fedforget rebind   --ledger server/ledger.sqlite --run-id <id> --partition 0 [--node 4711]
 
 ``withdraw`` writes the request to the device's durable store (SQLite) and tombstones the samples at
 once (they are never trained on again), then prints the request id; the server learns of the request
@@ -16,6 +17,8 @@ with neither, ``withdraw`` uses the run config the device's ClientApp kept in th
 took part in a run (and refuses if it never did).
 ``verify`` recomputes the model hashes of every receipt in a run record from the checkpoints the
 receipts name, and exits 1 with one ``mismatch:`` line per hash that does not match.
+``rebind`` (the server operator's) re-binds a partition of a run to a replaced device: to ``--node``,
+or, without it, to the next node that claims the partition (``server/ledger.py``, partition binding).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from fedforget.config import ConfigError, RunConfig
-from fedforget.request_store import RequestError, RequestStore
+from fedforget.request_store import RequestError, RequestStore, StoreError
 
 NO_RUN_CONFIG = "no run config: pass --config or --set, or let the device join a run first"
 
@@ -65,10 +68,14 @@ def _config(args: argparse.Namespace, store: RequestStore | None = None) -> RunC
 
 
 def _parse_ids(text: str) -> np.ndarray:
-    try:
-        ids = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise RequestError(f"--ids expects comma-separated integers, got {text!r}") from None
+    """Comma-separated ids of ASCII digits only: a withdrawal cannot be undone, so ``1_0`` or ``١٦``
+    (which Python's ``int`` reads as 10 and 16) are refused rather than guessed."""
+    parts = [part for part in text.replace(" ", "").split(",") if part]
+    bad = [part for part in parts if not (part.isascii() and part.isdigit())]
+    if bad or not parts:
+        shown = f" ({', '.join(repr(b) for b in bad[:3])})" if bad else ""
+        raise RequestError(f"--ids expects comma-separated integers of digits 0-9, got {text!r}{shown}")
+    ids = [int(part) for part in parts]
     if any(i < 0 or i >= 2**63 for i in ids):
         raise RequestError(f"--ids: global ids are integers in [0, 2**63), got {text!r}")
     return np.asarray(ids, dtype=np.int64)
@@ -77,7 +84,11 @@ def _parse_ids(text: str) -> np.ndarray:
 def withdraw(args: argparse.Namespace) -> int:
     from fedforget.client_data import ClientData, OwnData
 
-    store = RequestStore(args.store)
+    given = bool(args.config or args.set)
+    if not given and not Path(args.store).exists():  # nothing to take the run config from
+        raise ConfigError(f"{NO_RUN_CONFIG} ({args.store} does not exist)")
+    # without --config / --set the store must already hold a run's config: never create one then
+    store = RequestStore(args.store, create=given)
     config = _config(args, store)
     kept_partition = store.partition_id()
     if kept_partition is not None and kept_partition != args.partition_id:
@@ -124,7 +135,7 @@ def withdraw(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    store = RequestStore(args.store)
+    store = RequestStore(args.store, create=False)  # a typo must not create folders and a database
     requests = store.all()
     if args.json:
         print(json.dumps([{**r.summary(), "receipt": r.receipt} for r in requests], indent=1))
@@ -161,6 +172,21 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def rebind(args: argparse.Namespace) -> int:
+    """Re-bind a partition in the server's ledger (the ledger is server state, read only here)."""
+    from server.ledger import Ledger  # SQLite only, no Flower
+
+    path = Path(args.ledger)
+    if not path.is_file():
+        raise ValueError(f"no ledger at {path}")
+    ledger = Ledger(path, args.run_id)
+    was = ledger.bound_node(args.partition)
+    ledger.rebind(args.partition, node=args.node, detail="fedforget rebind")
+    target = f"node {args.node}" if args.node is not None else "the next node that claims it"
+    print(f"partition {args.partition} of run {args.run_id}: bound to {target} (was: {was})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedforget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = commands.add_parser("verify", help="recompute every receipt's model hashes from a run record")
     v.add_argument("run_dir", metavar="RUN_DIR", help="the run record (runs/<run-id>)")
     v.set_defaults(handler=verify)
+    b = commands.add_parser("rebind", help="re-bind a partition to a replaced device (server operator)")
+    b.add_argument("--ledger", required=True, help="the server's ledger (SQLite file)")
+    b.add_argument("--run-id", required=True, help="the run whose partition is re-bound")
+    b.add_argument("--partition", type=int, required=True)
+    b.add_argument("--node", type=int, help="the new node id (default: the next node that claims it)")
+    b.set_defaults(handler=rebind)
     return parser
 
 
@@ -194,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
-    except (RequestError, ConfigError, ValueError, FileNotFoundError) as error:
+    except (RequestError, StoreError, ConfigError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

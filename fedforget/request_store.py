@@ -29,7 +29,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,27 @@ CREATE TABLE IF NOT EXISTS device (
 );
 """
 PRIVATE_MODE = 0o600
+
+
+class StoreError(RuntimeError):
+    """A request store that cannot be used (a folder, not SQLite, read-only, locked, missing)."""
+
+
+def _store_problem(path: Path, error: BaseException) -> str:
+    """One line saying why ``path`` cannot be used as a request store."""
+    text = str(error)
+    if isinstance(error, PermissionError) or "readonly" in text or "read-only" in text:
+        why = "it is read-only or not accessible to this user"
+    elif "locked" in text or "busy" in text:
+        why = (
+            f"another process has held it locked for more than {sqlite_store.BUSY_TIMEOUT_S:g} s "
+            "(a running SuperNode?); try again"
+        )
+    elif "not a database" in text or "malformed" in text:
+        why = "the file is not a SQLite database (wrong --store?)"
+    else:
+        why = text
+    return f"cannot use the request store {path}: {why}"
 
 
 class RequestError(ValueError):
@@ -97,20 +118,41 @@ def _now() -> str:
 class RequestStore:
     """The withdrawal requests and tombstones of one device, in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Open (``create``: or create, with its folder) the store at ``path``.
+
+        Raises :class:`StoreError` with one line when ``path`` is a folder, not a SQLite file,
+        read-only, locked for more than ``sqlite_store.BUSY_TIMEOUT_S``, or (``create=False``) absent.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # created owner-only before SQLite opens it (SQLite gives -wal / -shm the file's mode);
-        # a store made by an older version is narrowed too
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
-        for file in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
-            if file.exists() and file.stat().st_mode & 0o777 != PRIVATE_MODE:
-                os.chmod(file, PRIVATE_MODE)
+        if self.path.is_dir():
+            raise StoreError(f"cannot use the request store {self.path}: it is a folder, not a SQLite file")
+        if not create and not self.path.is_file():
+            raise StoreError(
+                f"no request store at {self.path}: check the path (nothing is created; a store is made by "
+                "the first withdrawal or the first run the device takes part in)"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # created owner-only before SQLite opens it (SQLite gives -wal / -shm the file's mode);
+            # a store made by an older version is narrowed too
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+            for file in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+                if file.exists() and file.stat().st_mode & 0o777 != PRIVATE_MODE:
+                    os.chmod(file, PRIVATE_MODE)
+        except OSError as error:
+            raise StoreError(_store_problem(self.path, error)) from error
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
-    def _connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return sqlite_store.connect(self.path)
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection (``sqlite_store.connect``); SQLite's errors become one-line :class:`StoreError`."""
+        try:
+            with sqlite_store.connect(self.path) as db:
+                yield db
+        except sqlite3.DatabaseError as error:
+            raise StoreError(_store_problem(self.path, error)) from error
 
     # ------------------------------------------------------------------ writing
     def add(
@@ -180,6 +222,22 @@ class RequestStore:
                 db.execute("ROLLBACK")
                 raise
         return self.get(rid)
+
+    def reject(self, request_id: str, grain: str, reason: str, *, arg: float | None = None) -> StoredRequest:
+        """Store a request the device refuses, as ``rejected`` with ``reason`` in its receipt.
+
+        Nothing is tombstoned and the server ignores it; it does not stay ``pending`` forever. A request
+        id already stored is left as it is (idempotent).
+        """
+        receipt = {"request-id": request_id, "outcome": "rejected", "note": reason}
+        now = _now()
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO requests (request_id, grain, arg, ids, state, created, updated, "
+                "detail, receipt) VALUES (?, ?, ?, '[]', 'rejected', ?, ?, 'rejected by the device', ?)",
+                (request_id, grain, arg, now, now, json.dumps(receipt)),
+            )
+        return self.get(request_id)
 
     def complete(self, request_id: str, receipt: dict[str, Any], detail: str = "") -> StoredRequest:
         """Mark a request completed and keep its receipt (idempotent for a completed request)."""

@@ -84,6 +84,7 @@ def test_cli_withdraw_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_cli_is_installed_as_a_command(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "fedforget"
+    RequestStore(tmp_path / "s.sqlite")  # status refuses a store that does not exist (tests/test_cli.py)
     result = subprocess.run(
         [str(exe), "status", "--store", str(tmp_path / "s.sqlite")], capture_output=True, text=True
     )
