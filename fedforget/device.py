@@ -26,7 +26,7 @@ from fedforget.client_data import ClientData, OwnData
 from fedforget.config import RunConfig
 from fedforget.data.base import DatasetInfo
 from fedforget.request_store import RequestError, RequestStore, StoredRequest
-from fedforget.withdrawals import WithdrawalRequest, due, resolve_ids
+from fedforget.withdrawals import WithdrawalError, WithdrawalRequest, due, resolve_ids
 
 
 def default_store_path(config: RunConfig, run_id: str, partition_id: int) -> Path:
@@ -74,7 +74,12 @@ class Device:
 
     # ------------------------------------------------------------------ requests
     def sync_schedule(self, server_round: int) -> list[str]:
-        """Store the schedule's requests due by ``server_round``; returns problems (rejections)."""
+        """Store the schedule's requests due by ``server_round``; returns problems (rejections).
+
+        A request this device cannot satisfy (a class it does not hold, more samples than it holds,
+        nothing left) is stored as ``rejected`` with the reason in its receipt, so it neither fails
+        every message of the run nor stays pending.
+        """
         problems = []
         known = {r.request_id for r in self.store.all()}
         for request in due(self.config.withdrawal_requests, server_round, self.partition_id):
@@ -82,7 +87,8 @@ class Device:
                 continue
             try:
                 self.withdraw(request)
-            except RequestError as error:
+            except (RequestError, WithdrawalError) as error:
+                self.store.reject(request.request_id, request.grain, str(error), arg=request.arg)
                 problems.append(f"{request.request_id}: {error}")
         return problems
 

@@ -197,3 +197,30 @@ def check_split(split: Split, num_train: int) -> None:
         raise SplitError("split holds ids outside the train set")
     if len(np.unique(every)) != len(every):
         raise SplitError("split parts overlap")
+
+
+def check_run_plan(config: RunConfig) -> Split:
+    """The run's split, with the ``withdrawals`` schedule checked against it; call before any process.
+
+    Raises :class:`SplitError` (one line) when the split cannot be made (e.g. ``max-train-samples``
+    leaves a client nothing) or a scheduled withdrawal cannot be satisfied by its client (a class it
+    does not hold, more samples than it holds, a request after its ``client`` withdrawal). With
+    ``client-data = own`` the clients' data is not known here: only the server's split is made.
+    """
+    from fedforget import data
+    from fedforget.client_data import split_for
+    from fedforget.withdrawals import WithdrawalError, check_feasible
+
+    split = split_for(config)
+    if getattr(config, "client_data", "shared") != "shared" or not config.withdrawals.strip():
+        return split
+    try:
+        check_feasible(
+            config.withdrawal_requests,
+            client_train_ids=[c.train_ids for c in split.clients],
+            labels=data.load(config).y_train,
+            seed=config.seed,
+        )
+    except WithdrawalError as error:
+        raise SplitError(f"Invalid value for 'withdrawals': {error}") from None
+    return split

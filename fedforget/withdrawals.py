@@ -108,10 +108,21 @@ def resolve_ids(
 ) -> np.ndarray:
     """The sorted global ids ``request`` withdraws from a client's ``train_ids`` (never others)."""
     train_ids = np.asarray(train_ids, dtype=np.int64)
+    if len(train_ids) == 0:
+        raise WithdrawalError(
+            f"{request.request_id}: client {request.client} has no training samples left to withdraw "
+            "(an earlier request withdrew them all)"
+        )
     if request.grain == "client":
         chosen = train_ids
     elif request.grain == "class":
         chosen = train_ids[np.asarray(train_labels) == int(request.arg or 0)]
+        if len(chosen) == 0:
+            held = ", ".join(str(c) for c in np.unique(np.asarray(train_labels)).tolist())
+            raise WithdrawalError(
+                f"{request.request_id}: client {request.client} holds no training samples of class "
+                f"{int(request.arg or 0)} (its classes: {held})"
+            )
     else:
         amount = 0.05 if request.arg is None else request.arg
         count = int(amount) if amount >= 1 else max(1, int(round(amount * len(train_ids))))
@@ -132,6 +143,32 @@ def due(
 ) -> list[WithdrawalRequest]:
     """Requests made before ``server_round`` (optionally of one client)."""
     return [r for r in requests if r.round <= server_round and (client is None or r.client == client)]
+
+
+def check_feasible(
+    requests: Sequence[WithdrawalRequest],
+    *,
+    client_train_ids: Sequence[np.ndarray],
+    labels: np.ndarray,
+    seed: int,
+) -> None:
+    """Raise :class:`WithdrawalError` unless every client can satisfy its requests, in schedule order.
+
+    ``client_train_ids[k]`` are client ``k``'s training ids and ``labels[i]`` the label of global id
+    ``i``. Each request is resolved as the device resolves it (:func:`resolve_ids` against what
+    the client's earlier requests left), so a class the client does not hold, more samples than it
+    holds, or a request after a ``client`` withdrawal is found before the run starts.
+    """
+    labels = np.asarray(labels)
+    left = {k: np.asarray(ids, dtype=np.int64) for k, ids in enumerate(client_train_ids)}
+    for request in requests:
+        if request.client not in left:
+            raise WithdrawalError(
+                f"{request.request_id}: client {request.client} does not exist ({len(left)} clients)"
+            )
+        live = left[request.client]
+        taken = resolve_ids(request, live, labels[live], seed)
+        left[request.client] = np.setdiff1d(live, taken)
 
 
 def check_schedule(requests: Sequence[WithdrawalRequest], num_clients: int, num_rounds: int) -> None:

@@ -20,11 +20,10 @@ import flwr
 import torch
 
 from fedforget import data, models
-from fedforget.client_data import split_for
 from fedforget.config import ConfigError, RunConfig
 from fedforget.data.base import Dataset
 from fedforget.records import RunRecord, default_runs_root, new_run_id
-from fedforget.splits import Split, check_split
+from fedforget.splits import Split, check_run_plan, check_split
 from server.ledger import Key, Ledger
 
 
@@ -74,7 +73,7 @@ def prepare_run(run_config: Mapping[str, Any]) -> PreparedRun:
     dataset = data.load(config)
     if config.client_data == "own":
         _check_class_indices(config, dataset)
-    split = split_for(config)
+    split = check_run_plan(config)  # the split, and the withdrawal schedule checked against it
     check_split(split, dataset.num_train)
     model = models.build_model(config.model, dataset.info, seed=config.seed)
     ledger = Ledger(ledger_path(config), config.run_id)

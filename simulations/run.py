@@ -22,7 +22,7 @@ from fedforget.config import ConfigError, RunConfig
 from fedforget.data.registry import entry, is_file_name
 from fedforget.plots import plot_run
 from fedforget.records import RunRecord, new_run_id
-from fedforget.splits import SplitError
+from fedforget.splits import SplitError, check_run_plan
 from simulations.launcher import PROJECT_ROOT, FlowerRunError, federation, submit_run
 
 
@@ -47,7 +47,12 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
 
 
 def resolve_run_config(overrides: Mapping[str, Any], runs_root: Path | None = None) -> dict[str, Any]:
-    """Defaults + overrides, validated, with absolute ``run-dir``/``data-dir`` and a fresh ``run-id``."""
+    """Defaults + overrides, validated, with absolute ``run-dir``/``data-dir`` and a fresh ``run-id``.
+
+    The split is made and the ``withdrawals`` schedule checked against it here
+    (:func:`fedforget.splits.check_run_plan`): a bad plan is a one-line :class:`SplitError` before any
+    Flower process starts, not a traceback from the server later.
+    """
     values = {**app_defaults(), **overrides}
     config = RunConfig.from_mapping(values)
     info = data.info(config.dataset, config.data_dir or None)  # fails early on an unknown dataset
@@ -59,7 +64,9 @@ def resolve_run_config(overrides: Mapping[str, Any], runs_root: Path | None = No
     required = None if is_file_name(config.dataset) else entry(config.dataset).requires
     if required:  # find the files now (clear error before any process starts), as an absolute path
         changes["data_dir"] = str(data.resolve_data_root(config.data_dir or None, required).resolve())
-    return config.replace(**changes).to_dict()
+    resolved = config.replace(**changes)
+    check_run_plan(resolved)  # the split and the withdrawal schedule, before any process starts
+    return resolved.to_dict()
 
 
 def resume_config(run_id: str, runs_root: Path | None = None) -> dict[str, Any]:
