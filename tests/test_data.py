@@ -483,3 +483,52 @@ def test_download_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         download_main(["mnist", "--to", str(tmp_path / "file")])
     assert "is not a folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- user files: gz, classes, tails
+def test_csv_gz_reads_like_the_plain_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    rows = [["a", "b", "label"]] + [[rng.normal(), rng.normal(), i % 3] for i in range(40)]
+    plain = _write_csv(tmp_path / "t.csv", rows)
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    a, b = data.load_dataset(f"csv:{plain}"), data.load_dataset(f"csv:{packed}")
+    assert b.info.input_shape == (2,) and b.num_classes == 3
+    for x, y in ((a.x_train, b.x_train), (a.x_test, b.x_test), (a.y_train, b.y_train)):
+        np.testing.assert_array_equal(x, y)
+    (tmp_path / "bad.csv.gz").write_bytes(gzip.compress(plain.read_bytes())[:30])  # truncated
+    with pytest.raises(DataError, match="Cannot read"):
+        data.load_dataset(f"csv:{tmp_path / 'bad.csv.gz'}")
+
+
+def test_a_single_class_file_is_an_error(tmp_path: Path) -> None:
+    rows = [["a", "b", "label"]] + [[i, i * 2, "yes"] for i in range(20)]
+    with pytest.raises(DataError, match="label column 'label' holds a single class"):
+        data.load_dataset(f"csv:{_write_csv(tmp_path / 'one.csv', rows)}")
+    np.savez(tmp_path / "one.npz", x=np.ones((10, 3)), y=np.full(10, 7))
+    with pytest.raises(DataError, match="single class"):
+        data.load_dataset(f"npz:{tmp_path / 'one.npz'}")
+
+
+def test_heavy_tailed_columns_are_robust_scaled_and_others_standardised(tmp_path: Path) -> None:
+    """One outlier blows a column's std: standardised, the bulk collapses to ~0 and the outliers are
+    inputs of size ~100 (SGD diverges); robust-scaled, the bulk keeps its spread and nothing is huge."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    heavy = 40.0 + 300.0 * rng.standard_t(1.2, size=n)  # Student-t tails, like the shuttle columns
+    normal = rng.normal(3.0, 2.0, size=n)
+    pairs = enumerate(zip(heavy, normal, strict=True))
+    rows = [["heavy", "normal", "label"]] + [[h, v, i % 2] for i, (h, v) in pairs]
+    ds = data.load_dataset(f"csv:{_write_csv(tmp_path / 'tails.csv', rows)}")
+    x = ds.x_train
+    assert np.abs(x).max() < 12  # standardised, the heavy column reached ~40
+    q25, q75 = np.percentile(x[:, 0], [25, 75])
+    assert q75 - q25 > 0.8  # the bulk keeps its spread (standardised: ~0.04)
+    from fedforget.data.preprocess import scale_features, standardise
+
+    train = np.stack([heavy, normal], axis=1)
+    scaled, _, robust = scale_features(train, train[:5])
+    assert robust == [0]  # only the heavy column
+    np.testing.assert_allclose(scaled[:, 1], standardise(train, train)[0][:, 1], atol=1e-6)
+    order = np.argsort(train[:, 0], kind="stable")
+    assert np.all(np.diff(scaled[order, 0]) >= 0)  # a monotone transform: the order of values is kept

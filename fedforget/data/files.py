@@ -1,17 +1,21 @@
 """User files: ``csv:PATH`` and ``npz:PATH`` (a relative PATH is taken from the current directory).
 
-**csv** -- a header row, then one sample per row. The label column is the first of ``label``, ``y``,
-``target``, ``class`` (case-insensitive) present, else the last column. An optional column ``split``
-holding ``train``/``test`` fixes the split; otherwise the canonical split is
-:func:`fedforget.data.preprocess.stratified_split` (seeded, stratified 80/20). Every other column is a
-feature and must be numeric and finite (otherwise a :class:`DataError` names the column and row).
+**csv** (or gzip-compressed ``.csv.gz``) -- a header row, then one sample per row. The label column
+is the first of ``label``, ``y``, ``target``, ``class`` (case-insensitive) present, else the last
+column. An optional column ``split`` holding ``train``/``test`` fixes the split; otherwise the
+canonical split is :func:`fedforget.data.preprocess.stratified_split` (seeded, stratified 80/20).
+Every other column is a feature and must be numeric and finite (otherwise a :class:`DataError`
+names the column and row).
 Labels, numeric or not, are mapped to ``0..K-1`` by sorted order of their distinct values (numeric
-order when all parse as numbers). Features are standardised with the train mean/std. Canonical
-order: file order within each split.
+order when all parse as numbers); a file with a single class is a :class:`DataError`. Features are
+scaled by :func:`fedforget.data.preprocess.scale_features`: standardised with the train mean/std, or,
+for a heavy-tailed column (a train value more than 10 std from the mean), ``asinh`` of the value
+robust-scaled by the train median and interquartile range. Canonical order: file order within each
+split.
 
 **npz** -- arrays ``x_train, y_train, x_test, y_test``, or ``x, y`` (then the seeded stratified 80/20
 split, file order within each split). Labels are mapped to ``0..K-1`` by sorted distinct value.
-2-D ``x`` is tabular, standardised with the train mean/std. 3-D ``(N, H, W)`` and 4-D ``x`` are images
+2-D ``x`` is tabular, scaled as a csv file's features. 3-D ``(N, H, W)`` and 4-D ``x`` are images
 made ``N x C x H x W`` (4-D is read as ``N x H x W x C`` when its last axis has 1, 3 or 4 entries and
 its second does not, else as ``N x C x H x W``); uint8 images are scaled to [0, 1], other dtypes are
 kept as float32 values.
@@ -21,13 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from fedforget.data.base import DataError, Dataset, DatasetInfo
-from fedforget.data.preprocess import freeze, standardise, stratified_split
+from fedforget.data.preprocess import freeze, scale_features, stratified_split
 
 LABEL_COLUMNS = ("label", "y", "target", "class")
 SPLIT_COLUMN = "split"
@@ -54,10 +60,11 @@ def _label_values(values: np.ndarray) -> tuple[str | float, ...]:
 def load_csv(path: Path, name: str) -> Dataset:
     """A labelled table from a CSV file (see the module docstring)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"Cannot read {path}: {exc}") from exc
     if not rows:
         raise DataError(f"{path} is empty: expected a header row and at least one data row")
@@ -83,6 +90,7 @@ def load_csv(path: Path, name: str) -> Dataset:
         lineno = line[np.argmax(labels == "")]
         raise DataError(f"{path}: empty label in column '{header[label_col]}' (line {lineno})")
     y = _label_codes(labels)
+    _require_two_classes(path, y, f"the label column '{header[label_col]}'")
     x = np.empty((len(body), len(feature_cols)), dtype=np.float64)
     for k, j in enumerate(feature_cols):
         column = np.char.strip(cells[:, j])
@@ -109,11 +117,20 @@ def load_csv(path: Path, name: str) -> Dataset:
         train, test = stratified_split(y)
     if not len(train):
         raise DataError(f"{path}: no training rows")
-    x_train, x_test = standardise(x[train], x[test])
+    x_train, x_test, _ = scale_features(x[train], x[test])
     info = DatasetInfo(name, (len(feature_cols),), int(y.max()) + 1, "tabular")
     parts = (x_train, y[train], x_test, y[test])
     freeze(*parts)
     return Dataset(info, *parts, classes=_label_values(labels))
+
+
+def _require_two_classes(path: Path, codes: np.ndarray, where: str) -> None:
+    """A classifier needs at least two classes: a one-class file is a DataError (not a silent run)."""
+    if len(codes) and int(codes.max()) == 0:
+        raise DataError(
+            f"{path}: {where} holds a single class; a classifier needs at least 2 (is the label column "
+            "the right one? name it 'label', or put it last)"
+        )
 
 
 def _is_number(value: str) -> bool:
@@ -151,8 +168,9 @@ def load_npz(path: Path, name: str) -> Dataset:
             raise DataError(f"{path}: {split} must be numeric and 2-D, 3-D or 4-D, not {x.dtype} {x.shape}")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{path}: x_train samples {x_train.shape[1:]} differ from x_test {x_test.shape[1:]}")
+    _require_two_classes(path, y, "y")
     if x_train.ndim == 2:
-        x_train, x_test = standardise(x_train, x_test)
+        x_train, x_test, _ = scale_features(x_train, x_test)
         kind = "tabular"
     else:
         x_train, x_test = _to_nchw(x_train), _to_nchw(x_test)
