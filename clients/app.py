@@ -20,8 +20,14 @@ Message contracts:
   in:  ``arrays``, ``oracle`` + ``oracle-config``, ``config`` (``request-ids``, ``unlearn-method``);
   out: ``mask`` (the method's delta), ``metrics``, ``info`` (see :func:`unlearn`).
 
-The client recomputes its part of the split from the run config (deterministic), so only models,
-oracles, ids and decisions travel; raw samples never leave the client.
+The device's data is its part of the run's shared dataset, recomputed from the run config
+(``client-data = shared``, simulation), or its own file (``client-data = own``, node config ``data``).
+No message carries a feature vector or a label, but what does leave the device says things about
+its samples: sample ids and grains (``query.requests``), a member / non-member decision per withdrawn
+sample (``query.membership``), trained models (``train``) and unlearning masks (``train.unlearn``).
+A mask computed from one sample gives that sample's features and label away (gradient ascent and PGA
+exactly); a device pads a forget set below ``min-forget-samples`` with decoys first. Every key, what
+it reveals, measured: ``docs/privacy.md``.
 """
 
 from __future__ import annotations
