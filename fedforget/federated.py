@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,15 @@ from fedforget import data, models, training
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
 
-__all__ = ["FedAvgResult", "RoundUpdate", "client_seed", "fedavg", "state_nbytes", "weighted_average"]
+__all__ = [
+    "FedAvgResult",
+    "RoundUpdate",
+    "client_seed",
+    "fedavg",
+    "fedavg_on_arrays",
+    "state_nbytes",
+    "weighted_average",
+]
 
 
 @dataclasses.dataclass(eq=False)
@@ -239,6 +247,75 @@ def fedavg(
         else:
             history.append({"round": server_round, "train-loss": train_loss, "seconds": seconds})
     bar.close()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return FedAvgResult(
+        state_dict=state, history=history, seconds=total_seconds, client_seconds=client_seconds
+    )
+
+
+def fedavg_on_arrays(
+    model: torch.nn.Module,
+    clients: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    rounds: int,
+    local_epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    seed_of: Callable[[int, int], int],
+) -> FedAvgResult:
+    """FedAvg on explicit client arrays (no RunConfig, no dataset): trains ``model`` in place.
+
+    The same rounds as :func:`fedavg`: in round ``t = 1 .. rounds`` every client ``k`` with data
+    starts from ``w_t`` and runs :func:`fedforget.training.train` (``local_epochs`` epochs, the given
+    recipe, seed ``seed_of(t, k)``); ``w_{t+1} = sum_k (n_k / n) w_{t+1}^k``
+    (:func:`weighted_average`). A client with no samples contributes weight 0. Used by the judge's
+    shadow federations (``fedforget.judge.shadow_federation``), which train on the server's auxiliary
+    data with seeds of their own. ``history`` holds one ``{"round", "train-loss", "seconds"}`` row
+    per round (no test evaluation).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if not clients or sum(len(y) for _, y in clients) == 0:
+        raise ValueError("FedAvg needs at least one client with samples")
+    global_state = _to_numpy(model.state_dict())
+    history: list[dict[str, Any]] = []
+    total_seconds = client_seconds = 0.0
+    for server_round in range(1, int(rounds) + 1):
+        start = time.perf_counter()
+        states, weights, losses = [], [], []
+        for k, (x, y) in enumerate(clients):
+            model.load_state_dict(_to_torch(global_state))
+            if len(y) == 0:
+                states.append(_to_numpy(model.state_dict()))
+                weights.append(0.0)
+                losses.append(0.0)
+                continue
+            result = training.train(
+                model,
+                x,
+                y,
+                epochs=local_epochs,
+                learning_rate=learning_rate,
+                batch_size=batch_size,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                seed=int(seed_of(server_round, k)),
+            )
+            states.append(_to_numpy(model.state_dict()))
+            weights.append(float(result.num_examples))
+            losses.append(result.loss)
+            client_seconds += result.seconds
+        averaged = weighted_average(states, weights)
+        global_state = {
+            k: np.asarray(v).astype(global_state[k].dtype, copy=False) for k, v in averaged.items()
+        }
+        model.load_state_dict(_to_torch(global_state))
+        seconds = time.perf_counter() - start
+        total_seconds += seconds
+        loss = float(np.average(losses, weights=weights))
+        history.append({"round": server_round, "train-loss": loss, "seconds": seconds})
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return FedAvgResult(
         state_dict=state, history=history, seconds=total_seconds, client_seconds=client_seconds
