@@ -50,6 +50,10 @@ class RoundTable:
     def print_event(self, text: str) -> None:
         self._emit(f"[fedforget] * {text}")
 
+    def print_warning(self, text: str) -> None:
+        """A line that must not be missed (e.g. training diverged), marked ``!!! WARNING``."""
+        self._emit(f"[fedforget] !!! WARNING: {text}")
+
     def print_footer(self) -> None:
         self._emit(f"[fedforget] finished; run record: {self.record_path}")
 

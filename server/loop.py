@@ -3,10 +3,13 @@
 Each round: ask every device for withdrawal requests (and unlearn the open ones, or re-send
 receipts), then one training round (``server/rounds.py``: sample clients, send the global model,
 validate every update, aggregate the accepted ones with FedAvg), evaluate the new global model on
-the test split on the server, append a row to ``metrics.jsonl``, print it, and write the resume
-point (``resume.pt``: model, round, unlearnings held). A round in which no client succeeds stops the
-run with an error (Flower then marks the run as failed). A resumed run (``resume = 1``) first
-reconciles the ledger with ``resume.pt`` and then continues with the round after the one it holds.
+the test split on the server, append a row to ``metrics.jsonl``, print it, check the training's
+health (``fedforget/training_health.py``: a diverging loss or a model collapsed onto the majority
+class is a loud console warning and a ``health`` event row, once per kind until it recovers), and
+write the resume point (``resume.pt``: model, round, unlearnings held). A round in which no client
+succeeds stops the run with an error (Flower then marks the run as failed). A resumed run
+(``resume = 1``) first reconciles the ledger with ``resume.pt`` and then continues with the round
+after the one it holds.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
 from fedforget import training
+from fedforget.training_health import HealthProblem, check_round, majority_rate
 from server.console import RoundTable
 from server.evaluator import ForgettingEvaluator
 from server.ledger import Key
@@ -78,6 +82,7 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
     strategy = make_strategy(run)
     table = RoundTable(record.path)
     first, arrays, applied = _start(run, table)
+    health = _HealthWatch(run, table)
     # Devices can receive withdrawal requests at any time: the server asks every round.
     evaluator = ForgettingEvaluator(run)
     if run.resume is not None:
@@ -120,6 +125,7 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
         row["seconds"] = time.perf_counter() - start
         record.append_metrics(row)
         table.print_row(row)
+        health.observe(row)
         state = arrays.to_torch_state_dict()
         record.save_resume_point(server_round, state, applied)
         last = server_round == config.num_rounds
@@ -129,6 +135,41 @@ def run_federated_training(grid: Grid, run: PreparedRun) -> ArrayRecord:
     record.append_metrics({"round": config.num_rounds, "phase": "done", "event": "run-finished"})
     table.print_footer()
     return arrays
+
+
+class _HealthWatch:
+    """Reports :func:`fedforget.training_health.check_round` problems: a console warning and a
+    ``health`` row in ``metrics.jsonl`` when one appears (again after the training recovered)."""
+
+    def __init__(self, run: PreparedRun, table: RoundTable) -> None:
+        self.run, self.table = run, table
+        self.majority = majority_rate(run.dataset.y_test)
+        initial = [r for r in run.record.metrics() if r.get("phase") == "init"]
+        self.initial_loss = float(initial[0]["test-loss"]) if initial else float("nan")
+        self.last: HealthProblem | None = None
+
+    def observe(self, row: dict[str, Any]) -> None:
+        problem = check_round(
+            server_round=int(row["round"]),
+            train_loss=float(row["train-loss"]),
+            test_accuracy=float(row["test-accuracy"]),
+            initial_loss=self.initial_loss,
+            majority=self.majority,
+            learning_rate=self.run.config.learning_rate,
+        )
+        if problem is not None and (self.last is None or self.last.kind != problem.kind):
+            self.run.record.append_metrics(
+                {
+                    "round": row["round"],
+                    "phase": "health",
+                    "event": problem.event,
+                    "finding": problem.finding,
+                    "advice": problem.advice,
+                    "majority-rate": self.majority,
+                }
+            )
+            self.table.print_warning(problem.text())
+        self.last = problem
 
 
 def _federaser_keeper(run: PreparedRun, arrays: ArrayRecord, server_round: int) -> Any:
