@@ -130,6 +130,9 @@ def summary_lines(record: RunRecord) -> list[str]:
         f"test accuracy {trained[0]['test-accuracy']:.4f} -> {trained[-1]['test-accuracy']:.4f} "
         f"over {len(trained) - 1} rounds"
     ]
+    for row in rows:  # fedforget/training_health.py: say it again where the run's results are read
+        if row.get("phase") == "health":
+            lines.append(f"!!! WARNING: training {row['event'].removeprefix('training-')}: {row['finding']}")
     if (record.path / "withdrawals.json").exists():
         for request in record.read_json("withdrawals.json")["requests"]:
             receipt = request.get("receipt") or {}

@@ -13,7 +13,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedforget.training_health import COLLAPSE_MARGIN, check_round, majority_rate
 from server.loop import run_federated_training
 from server.setup import prepare_run
-from simulations.run import resolve_run_config
+from simulations.run import resolve_run_config, summary_lines
 from tests.inprocess import InProcessGrid
 
 HEALTHY = {
@@ -74,7 +74,10 @@ def _run_config(tmp: Path, **changes: Any) -> dict[str, Any]:
 def _health_rows(run_config: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
     run = prepare_run(run_config)
     run_federated_training(InProcessGrid(run_config, tmp), run)
-    return [r for r in run.record.metrics() if r.get("phase") == "health"]
+    rows = [r for r in run.record.metrics() if r.get("phase") == "health"]
+    warned = [line for line in summary_lines(run.record) if "!!! WARNING" in line]
+    assert len(warned) == len(rows)  # the simulation command's closing summary repeats them
+    return rows
 
 
 def test_the_round_loop_reports_a_failed_training_loudly(
