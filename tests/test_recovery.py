@@ -1,16 +1,18 @@
-"""Faults with real processes: a SuperNode killed mid-unlearning, then the SuperLink; bad requests.
+"""Faults with real processes: the ServerApp killed at each commit point, a SuperNode killed during
+its unlearning round, the SuperLink killed; bad requests.
 
 Each test starts a SuperLink and two SuperNodes on 127.0.0.1 (insecure; TLS is tested elsewhere),
-each device with its own durable request store, and files withdrawals through the real
-``fedforget withdraw`` command. Processes are killed with SIGKILL (no clean-up runs) by PID.
-The finer state-machine cases run in-process in tests/test_ledger.py.
+each device with its own durable request store. Processes are killed with SIGKILL (no clean-up
+runs): the ServerApp by itself, at the exact commit point, through the crash hook
+``fedforget/crashpoints.py`` (``FEDFORGET_CRASH_AT``, set only here); SuperNodes and the SuperLink by
+PID, with every process below them. The finer state-machine cases run in-process in
+tests/test_ledger.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,17 +25,28 @@ import pytest
 
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
+from fedforget.crashpoints import CRASH_AT, CRASH_FUSE, POINTS
+from fedforget.records import RunRecord
 from fedforget.request_store import RequestStore
-from server.ledger import DELIVERED, Ledger
-from simulations.launcher import Federation, FlowerRunError, federation, run_status, submit_run
+from fedforget.verify import verify_record
+from fedforget.withdrawals import parse_schedule
+from server.ledger import DELIVERED, UNLEARNED, Ledger
+from simulations import launcher
+from simulations.launcher import Federation, FlowerRunError, descendants, federation, run_status, submit_run
 from simulations.run import check_record, resolve_run_config
+from tests.ports import ports_from
 
 pytestmark = pytest.mark.slow
 
 FEDFORGET = str(Path(sys.executable).parent / "fedforget")
 
 
-def _run_config(tmp: Path) -> dict[str, Any]:
+@pytest.fixture(autouse=True)
+def _own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launcher, "free_port", ports_from(39250, 39299))
+
+
+def _run_config(tmp: Path, **changes: Any) -> dict[str, Any]:
     return resolve_run_config(
         {
             "num-clients": 2,
@@ -46,6 +59,7 @@ def _run_config(tmp: Path) -> dict[str, Any]:
             "forsaken-steps": 3,
             "run-dir": str(tmp / "runs"),
             "ledger": str(tmp / "server" / "ledger.sqlite"),
+            **changes,
         },
         None,
     )
@@ -58,13 +72,6 @@ def _withdraw_argv(tmp: Path, run_config: dict[str, Any], partition: int, *args:
     store = str(tmp / f"dev{partition}.sqlite")
     argv = [FEDFORGET, "withdraw", "--store", store, "--partition-id", str(partition)]
     return [*argv, "--config", str(config_file), *args]
-
-
-def _withdraw(
-    tmp: Path, run_config: dict[str, Any], partition: int, *args: str
-) -> subprocess.CompletedProcess[str]:
-    argv = _withdraw_argv(tmp, run_config, partition, *args)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
 
 
 def _start_nodes(fed: Federation, tmp: Path) -> list:
@@ -86,7 +93,7 @@ def _in_background(fed: Federation, run_config: dict[str, Any]) -> tuple[threadi
 
     def submit() -> None:
         try:
-            result["outcome"] = submit_run(fed, run_config, timeout_s=600)
+            result["outcome"] = submit_run(fed, run_config, timeout_s=900)
         except FlowerRunError as error:
             result["error"] = error
 
@@ -109,77 +116,148 @@ def _wait(
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
-def _ledger_state(path: Path, request_id: str) -> str | None:
-    if not path.exists():
-        return None
+def _alive(pid: int) -> bool:
     try:
-        with sqlite3.connect(path, timeout=5) as db:
-            row = db.execute("SELECT state FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-    except sqlite3.Error:
-        return None
-    return row[0] if row else None
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
-def test_a_device_and_then_the_superlink_die_and_the_request_is_unlearned_exactly_once(
+def _crashed(fuse: Path, point: str) -> Callable[[], bool]:
+    """Whether the process that reached ``point`` wrote its PID into the fuse and is dead."""
+
+    def ready() -> bool:
+        text = (fuse / point).read_text() if (fuse / point).exists() else ""
+        return bool(text.strip()) and not _alive(int(text.split()[0]))
+
+    return ready
+
+
+def _running(program: bytes, below: int) -> set[int]:
+    """PIDs of the living processes below ``below`` whose command line names ``program``."""
+    found = set()
+    for pid in descendants(below):
+        with contextlib.suppress(OSError):
+            if program in Path(f"/proc/{pid}/cmdline").read_bytes() and _alive(pid):
+                found.add(pid)
+    return found
+
+
+def test_the_serverapp_killed_at_each_commit_point_loses_no_request_and_unlearns_none_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One model lineage, four Flower runs, each crash at the exact point (``fedforget/crashpoints.py``):
+
+    1. request A (device 0, round 2) has its masks aggregated: the ServerApp dies (``masks-aggregated``);
+    2. ``resume=1``: A is rolled back and unlearned again from the round-1 model; the ServerApp dies
+       once ``resume.pt`` holds it, before the ledger says so (``resume-written``);
+    3. ``resume=1``: A is rolled forward (not redone), its receipt delivered; round 2 trains; request
+       B (device 1, round 3) is unlearned and committed in the ledger; the ServerApp dies before the
+       receipt is sent (``ledger-committed``), and the SuperLink is killed too and restarted on its
+       database (the whole server went down);
+    4. ``resume=1``: B's receipt is re-sent, round 3 trains, the run completes.
+    """
+    fuse = tmp_path / "fuse"
+    fuse.mkdir()
+    monkeypatch.setenv(CRASH_AT, ",".join(POINTS))  # inherited by the SuperLink and its ServerApps
+    monkeypatch.setenv(CRASH_FUSE, str(fuse))  # each point fires once
+    schedule = "2:0:samples:0.02; 3:1:samples:0.02"
+    run_config = _run_config(tmp_path, **{"num-rounds": 3, "withdrawals": schedule})
+    a, b = (request.request_id for request in parse_schedule(schedule))
+    record_dir = Path(run_config["run-dir"]) / run_config["run-id"]
+    resumed = {**run_config, "resume": 1}
+    with federation(simulation=False, database=tmp_path / "superlink.db") as fed:
+        _start_nodes(fed, tmp_path)
+        superlink = fed.superlink.pid
+        for config, point in ((run_config, POINTS[0]), (resumed, POINTS[1]), (resumed, POINTS[2])):
+            thread, result = _in_background(fed, config)
+            _wait(f"the ServerApp to die at {point}", _crashed(fuse, point), fed, thread, timeout=900)
+            pid, program = (fuse / point).read_text().split()
+            assert program == "flwr-serverapp" and fed.superlink.alive()  # the ServerApp died, alone
+            assert "outcome" not in result  # that Flower run never completed
+        fed.superlink.kill()  # ... and then the whole server: the SuperLink and all below it
+        fed.restart_superlink()  # same port, same --database; the SuperNodes reconnect
+        outcome = submit_run(fed, resumed, timeout_s=900)
+        assert run_status(fed, outcome.run_id) == "finished:completed"
+        assert _running(b"flwr-serverapp", fed.superlink.pid) == set()
+    assert superlink != fed.superlink.pid
+
+    ledger = Ledger(run_config["ledger"], run_config["run-id"])
+    entries = {e.request_id: e for e in ledger.entries()}
+    assert set(entries) == {a, b} and all(e.state == DELIVERED for e in entries.values())  # none lost
+    assert entries[a].attempts == 2 and entries[b].attempts == 1
+    for rid in (a, b):  # each reached `unlearned` exactly once
+        assert [e["to"] for e in ledger.events(request_id=rid)].count(UNLEARNED) == 1
+    events_a = ledger.events(request_id=a)
+    assert any("interrupted by a server restart" in e["detail"] for e in events_a)
+    assert any(e["to"] == UNLEARNED and e["detail"].startswith("recovered") for e in events_a)
+
+    rows = _rows(record_dir)
+    resumes = [r for r in rows if r.get("event") == "run-resumed"]
+    assert [(r["round"], r["rolled-back"], r["rolled-forward"]) for r in resumes] == [
+        (1, [f"0:{a}"], []),
+        (1, [], [f"0:{a}"]),
+        (2, [], []),
+    ]
+    assert resumes[2]["applied"] == sorted([f"0:{a}", f"1:{b}"])
+    receipt_a, receipt_b = entries[a].receipt, entries[b].receipt
+    assert receipt_a is not None and receipt_b is not None
+    # A's second attempt started from the round-1 model, which never held the first attempt's masks;
+    # the resumed runs continued from the models the receipts name: nothing applied twice.
+    assert receipt_a["model-hash-before"] == resumes[0]["model-hash"]
+    assert resumes[1]["model-hash"] == receipt_a["model-hash-after"]
+    assert resumes[2]["model-hash"] == receipt_b["model-hash-after"]
+    masked = [r for r in rows if r.get("phase") == "unlearn" and r.get("masks-accepted")]
+    assert [(r["round"], r["request-ids"]) for r in masked] == [(2, [a]), (2, [a]), (3, [b])]
+    assert [r["round"] for r in rows if r.get("phase") == "train"] == [1, 2, 3]
+    check_record(RunRecord(record_dir), 3)
+    _, _, applied = RunRecord(record_dir).load_resume_point()
+    assert {k: v["receipt"] for k, v in applied.items()} == {(0, a): receipt_a, (1, b): receipt_b}
+    assert verify_record(record_dir) == (4, [])
+    for partition, rid, receipt in ((0, a, receipt_a), (1, b, receipt_b)):
+        stored = RequestStore(tmp_path / f"dev{partition}.sqlite").get(rid)
+        assert stored.state == "completed" and stored.receipt == {**receipt, "request-id": rid}
+
+
+def test_a_device_killed_during_its_unlearning_round_gets_its_request_done_after_it_rejoins(
     tmp_path: Path,
 ) -> None:
-    """One story, to keep process time down: (1) the device holding a withdrawal is killed during its
-    unlearning round and restarts (new node id, same store); (2) once its request is unlearned and
-    the receipt delivered, the SuperLink (with the ServerApp) is killed, restarted on the same
-    database, and the run is resubmitted with ``resume=1``."""
-    run_config = _run_config(tmp_path)
-    part = ClientData.for_partition(RunConfig.from_mapping(run_config), 0)
-    filed = _withdraw(tmp_path, run_config, 0, "--ids", ",".join(map(str, part.train_ids[:6])))
-    assert filed.returncode == 0, filed.stderr
-    request_id = filed.stdout.strip()
+    """The device holding a withdrawal is killed (``kill -9``, with its ClientApp process) while it
+    computes its unlearning mask, and restarts (new node id, same store): the attempt fails, the
+    request stays open, and the next round completes it with the rejoined device."""
+    run_config = _run_config(tmp_path, **{"num-rounds": 3, "withdrawals": "2:0:samples:0.02"})
+    (request,) = parse_schedule(run_config["withdrawals"])
+    request_id = request.request_id
     record_dir = Path(run_config["run-dir"]) / run_config["run-id"]
-    ledger_path = Path(run_config["ledger"])
-    with federation(simulation=False, database=tmp_path / "superlink.db") as fed:
+    with federation(simulation=False) as fed:
         nodes = _start_nodes(fed, tmp_path)
         thread, result = _in_background(fed, run_config)
         sent = lambda: any(r.get("event") == "unlearn-round-sent" for r in _rows(record_dir))  # noqa: E731
-        _wait("the first unlearning round", sent, fed, thread, timeout=600)
-        time.sleep(2.0)  # the device has the message (or is fetching it)
+
+        def computing() -> bool:  # a ClientApp process of device 0 runs, after the mask was asked for
+            return sent() and bool(_running(b"flwr-clientapp", nodes[0].pid))
+
+        _wait("device 0 to compute its unlearning mask", computing, fed, thread, timeout=600)
         assert nodes[0].kill() and not nodes[0].alive()
         # The device restarts: same partition, same store, a new node id.
         fed.start_supernode(0, 2, {"request-store": str(tmp_path / "dev0.sqlite")})
-        done = lambda: _ledger_state(ledger_path, request_id) == DELIVERED  # noqa: E731
-        _wait("the request to be unlearned and its receipt delivered", done, fed, thread, timeout=900)
-        fed.superlink.kill()  # the SuperLink and the ServerApp it runs die at once
-        thread.join(timeout=120)
-        assert "error" in result  # that Flower run never completed
-        crashed_rows = len(_rows(record_dir))
-        fed.restart_superlink()  # same port, same --database; the SuperNodes reconnect
-        outcome = submit_run(fed, {**run_config, "resume": 1}, timeout_s=900)
-        assert run_status(fed, outcome.run_id) == "finished:completed"
+        thread.join(timeout=900)
+        assert "outcome" in result, result.get("error")
 
-    ledger = Ledger(ledger_path, run_config["run-id"])
+    ledger = Ledger(run_config["ledger"], run_config["run-id"])
     entry = ledger.get(0, request_id)
-    # (1) The attempt the dead device could not finish is on record; the second one completed it.
+    # The attempt the dead device could not finish is on record; the second one completed it.
     assert entry is not None and entry.state == DELIVERED and entry.attempts == 2
     assert any("attempt failed" in e["detail"] and "Node Unavailable" in e["detail"] for e in ledger.events())
     rows = _rows(record_dir)
-    assert [r["round"] for r in rows if r.get("event") == "attempt-failed"] == [1]
+    assert [r["round"] for r in rows if r.get("event") == "attempt-failed"] == [2]
     succeeded = [r for r in rows if "unlearn-round" in r and r.get("masks-accepted")]
-    assert [r["round"] for r in succeeded] == [2]  # unlearned once, by the rejoined device
-    # (2) The resumed run continued from resume.pt (round 1 + the unlearning) and redid nothing.
-    resumed = rows[crashed_rows:]
-    resume_row = resumed[0]
-    assert resume_row["event"] == "run-resumed" and resume_row["applied"] == [f"0:{request_id}"]
-    assert resume_row["round"] == 1 and resume_row["model-hash"] == entry.receipt["model-hash-after"]  # type: ignore[index]
-    assert [r["round"] for r in resumed if r["phase"] == "train"] == [2]
-    assert not any("unlearn-round" in r for r in resumed)
-    check_record_from(record_dir, run_config)
+    assert [r["round"] for r in succeeded] == [3]  # unlearned once, by the rejoined device
+    check_record(RunRecord(record_dir), 3)
     stored = RequestStore(tmp_path / "dev0.sqlite").get(request_id)
     assert stored.state == "completed" and stored.receipt is not None
     assert stored.receipt["model-hash-after"] == entry.receipt["model-hash-after"]  # type: ignore[index]
     assert stored.receipt["run-id"] == run_config["run-id"]
-
-
-def check_record_from(record_dir: Path, run_config: dict[str, Any]) -> None:
-    from fedforget.records import RunRecord
-
-    check_record(RunRecord(record_dir), int(run_config["num-rounds"]))
 
 
 def test_bad_requests_get_a_clear_answer_from_the_real_command(tmp_path: Path) -> None:
