@@ -16,6 +16,10 @@ Oracles (``kind`` of :func:`fit_oracle`):
   how far the target's logit-scaled confidence lies above the per-sample distribution of the OUT
   shadows' confidences.
 
+The *steering* oracle an unlearning method may use on the device is
+:func:`fedforget.mia.device_oracle.fit_device_oracle`: it is fitted on the device's own data, and
+the server's judge (:mod:`fedforget.judge`) is fitted apart from it.
+
 Every oracle's ``scores`` are higher for more member-like samples and in ``[0, 1]``; ``decide``
 returns ``scores >= threshold``. **Threshold rule**: the threshold maximises Youden's J = TPR - FPR
 (equivalently balanced accuracy) of the rule on the shadows' own in/out auxiliary samples, see
