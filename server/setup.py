@@ -12,12 +12,14 @@ and test data), never any client's: the split has no client parts (:func:`fedfor
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import flwr
 import torch
+from flwr.serverapp import Grid
 
 from fedforget import data, models
 from fedforget.config import ConfigError, RunConfig
@@ -57,6 +59,37 @@ def resolve_config(run_config: Mapping[str, Any]) -> RunConfig:
     if not config.run_id:
         changes["run_id"] = new_run_id(config.dataset)
     return config.replace(**changes)
+
+
+SIMULATION_NODE_WAIT_S = 15.0
+"""How long a simulation's ServerApp waits for its SuperNodes to be registered (they come at once)."""
+
+
+def check_federation_size(grid: Grid, config: RunConfig) -> None:
+    """In a simulation, fail at once unless it has exactly ``num-clients`` SuperNodes.
+
+    A simulation registers all its SuperNodes when it starts and never gains more, so FedAvg's
+    "Waiting for nodes to connect: 2 connected (minimum required: 5)" would wait forever (``flwr run
+    . --stream`` on Flower's default local federation has 2 SuperNodes; the app's default is 5
+    clients); with more SuperNodes than clients, the extra ones fail every message. The error says
+    the exact command for either fix. In a deployment SuperNodes join over time: nothing is checked.
+    """
+    from flwr.superlink.grid import InMemoryGrid  # the Grid of Flower's simulation runtime
+
+    if not isinstance(grid, InMemoryGrid):
+        return
+    deadline = time.monotonic() + SIMULATION_NODE_WAIT_S
+    nodes = len(list(grid.get_node_ids()))
+    while nodes == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        nodes = len(list(grid.get_node_ids()))
+    if nodes != config.num_clients:
+        raise ConfigError(
+            f"this simulation has {nodes} SuperNodes but the run config has num-clients={config.num_clients} "
+            f"(one SuperNode per client). Give it {config.num_clients}: flwr run . --stream "
+            f'--federation-config "num-supernodes={config.num_clients}"; or use {nodes} clients: '
+            f'flwr run . --stream --run-config "num-clients={nodes}"'
+        )
 
 
 def ledger_path(config: RunConfig) -> Path:
