@@ -21,6 +21,7 @@ from fedforget.judge import (
     NUM_BINS,
     ClientCalibration,
     Judge,
+    JudgePower,
     ScoreHistogram,
     ShadowFederationRecipe,
     bin_scores,
@@ -152,6 +153,10 @@ def test_tpr_at_fpr_threshold_and_balanced_accuracy_on_a_hand_case():
     assert p.threshold == pytest.approx(INNER_EDGES[59])
     assert p.balanced_accuracy == pytest.approx((1.0 + 0.99) / 2)
     assert p.is_member([59, 60, 199]).tolist() == [False, True, True]
+    doc = json.loads(json.dumps(p.to_dict()))  # what a server keeps between rounds
+    assert JudgePower.from_dict(doc).summary() == p.summary()
+    with pytest.raises(ValueError, match="bins"):
+        JudgePower.from_dict({**doc, "bins": "linear-10"})
 
 
 def test_measurable_rule_is_the_hanley_mcneil_lower_bound():
