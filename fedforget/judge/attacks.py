@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -44,6 +44,10 @@ from fedforget.mia import check_state
 from fedforget.mia.features import check_inputs, model_logits, phi_from_logits
 from fedforget.mia.lira import LiraOracle
 from fedforget.mia.shokri import ShokriOracle
+
+if TYPE_CHECKING:
+    from fedforget.judge.shadow_federation import ShadowFederationRecipe
+    from fedforget.mia.shadow import ShadowModel
 
 __all__ = [
     "ATTACKS",
@@ -219,11 +223,11 @@ def fit_judge(
     model_factory: ModelFactory,
     x_aux: np.ndarray,
     y_aux: np.ndarray,
-    recipe: Any = None,
+    recipe: ShadowFederationRecipe | None = None,
     *,
     attacks: Sequence[str] = DEFAULT_ATTACKS,
     headline: str = DEFAULT_HEADLINE,
-    shadows: Sequence[Any] | None = None,
+    shadows: Sequence[ShadowModel] | None = None,
     progress: bool | None = False,
 ) -> Judge:
     """Fit the judge's attacks on the judge's auxiliary data.
