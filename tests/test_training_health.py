@@ -95,3 +95,20 @@ def test_the_round_loop_reports_a_failed_training_loudly(
 def test_a_healthy_run_has_no_health_event(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _health_rows(_run_config(tmp_path), tmp_path) == []
     assert "WARNING" not in capsys.readouterr().out
+
+
+def test_the_shuttle_shaped_csv_trains_past_the_majority_class(tmp_path: Path) -> None:
+    """The heavy-tailed, imbalanced table of issue 15 (a tenth of its rows): FedAvg beats the
+    majority-class rate by far after 2 rounds (its heavy-tailed columns are robust-scaled)."""
+    from fedforget import data
+    from fedforget.config import RunConfig
+    from fedforget.federated import fedavg
+    from simulations.heavy_tailed_csv import CLASS_SIZES, write_csv
+
+    path = write_csv(tmp_path / "shuttle-like.csv", sizes=[max(3, n // 10) for n in CLASS_SIZES])
+    config = RunConfig.from_mapping({"dataset": f"csv:{path}", "num-rounds": 2})
+    majority = majority_rate(data.load(config).y_test)
+    result = fedavg(config)
+    accuracy = result.history[-1]["test-accuracy"]
+    assert majority == pytest.approx(0.786, abs=0.01)
+    assert accuracy > majority + 0.1, (accuracy, majority)
