@@ -75,8 +75,8 @@ def test_withdraw_uses_the_run_config_the_device_learned_from_its_run(
     argv = ["withdraw", "--store", str(store), "--partition-id", "0", "--class", "3"]
     # before the device took part in a run it cannot know which samples are its own
     assert cli_main(argv) == 2
-    assert capsys.readouterr().err.strip() == f"error: {NO_RUN_CONFIG}"
-    assert RequestStore(store).all() == []
+    assert capsys.readouterr().err.startswith(f"error: {NO_RUN_CONFIG}")
+    assert not store.exists()  # nothing was stored
 
     _query_requests(store, partition_id=0)
     assert RequestStore(store).run_config()["num-clients"] == 2  # type: ignore[index]
