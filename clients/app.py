@@ -38,12 +38,12 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.codec import ids_to_config, oracle_from_records
 from clients.context import ClientSetup, client_setup
 from clients.methods import compute_delta
 from fedforget import models, training
 from fedforget.forgetting import measure_forget_set
 from fedforget.mia import MembershipOracle
+from protocol.codec import ids_to_config, oracle_from_records
 
 app = ClientApp()
 

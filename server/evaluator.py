@@ -31,14 +31,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from clients.codec import oracle_to_records
 from fedforget.client_data import model_input_config
 from fedforget.metrics import forgetting_rate
 from fedforget.mia import MembershipOracle
 from fedforget.mia.recipe import fit_oracle_for
+from protocol import messages as wire
+from protocol.codec import oracle_to_records
+from protocol.replies import ProtocolError, decode_membership, decode_receipt_ack, decode_requests
 from server.exchange import exchange
 from server.ledger import DELIVERED, RECEIVED, UNLEARNED, Key, ids_digest
 from server.setup import PreparedRun
@@ -147,6 +149,20 @@ class ForgettingEvaluator:
     def message_config(self, server_round: int) -> dict[str, Any]:
         return message_config(self.run, server_round)
 
+    def reject_reply(self, server_round: int, what: str, node: int, reason: str) -> None:
+        """A reply that broke the protocol (:class:`protocol.ProtocolError`) or names no partition of
+        the run: one ``reply-rejected`` row; the node counts as failed this time."""
+        self.run.record.append_metrics(
+            {
+                "round": server_round,
+                "phase": "fault",
+                "event": "reply-rejected",
+                "what": what,
+                "node": node,
+                "reason": reason,
+            }
+        )
+
     def log_failures(self, server_round: int, what: str, failures: dict[int, str]) -> None:
         """One ``node-failed`` event per failed node (the run goes on; the node is asked again later)."""
         for node, reason in failures.items():
@@ -170,38 +186,47 @@ class ForgettingEvaluator:
         ``unlearned`` / ``receipt-delivered`` ones still ``pending`` on the device get their receipt
         again; ``unlearned`` ones the device has ``completed`` are marked delivered. A request the
         device completed in another run, or rejected, is left alone. Nodes that fail are skipped
-        (asked again next round).
+        (asked again next round), and so are replies that do not decode
+        (:func:`protocol.replies.decode_requests`) and replies naming a partition that is bound to
+        another node (``claim-refused``; :meth:`server.ledger.Ledger.claim`): such a reply is read
+        no further.
         """
         ledger = self.run.ledger
         node_ids = list(grid.get_node_ids())
         content = RecordDict({"config": ConfigRecord(self.message_config(server_round))})
-        messages = [
-            Message(content, dst_node_id=n, message_type=f"{MessageType.QUERY}.requests") for n in node_ids
-        ]
+        messages = [Message(content, dst_node_id=n, message_type=wire.QUERY_REQUESTS) for n in node_ids]
         got = exchange(grid, messages, QUERY_TIMEOUT_S)
         self.log_failures(server_round, "query.requests", got.failures)
         poll = Poll([], [], [])
         for node, reply in got.replies.items():
-            summary, ids = reply.content["requests"], reply.content["ids"]
-            partition = int(summary["partition-id"])
-            for rid, grain, state in zip(
-                summary["request-ids"], summary["grains"], summary["states"], strict=True
-            ):
-                key = (partition, str(rid))
+            try:
+                reported = decode_requests(reply)
+            except ProtocolError as error:
+                self.reject_reply(server_round, wire.QUERY_REQUESTS, node, str(error))
+                continue
+            partition = reported.partition
+            problem = self._no_such_partition(partition)
+            if problem:
+                self.reject_reply(server_round, wire.QUERY_REQUESTS, node, problem)
+                continue
+            if not self._claim(partition, node, server_round):
+                continue
+            for item in reported.requests:
+                rid, grain, state, request_ids = item.request_id, item.grain, item.state, item.ids
+                key = (partition, rid)
                 entry = ledger.get(*key)
                 if state == "rejected" or key in self._ignored:
                     continue
                 if entry is None and state == "completed":
                     self._ignored.add(key)  # completed in another run: this model never trained on it
                     continue
-                request_ids = np.asarray(ids[str(rid)], dtype=np.int64)
                 problem = self._not_its_own(partition, request_ids)
                 if problem:
                     self._ignored.add(key)
                     self.log_failures(server_round, "query.requests", {node: f"request {rid!r}: {problem}"})
                     continue
                 if entry is None:
-                    entry = ledger.receive(partition, str(rid), str(grain), request_ids, server_round)
+                    entry = ledger.receive(partition, rid, grain, request_ids, server_round)
                 elif entry.ids_sha256 != ids_digest(request_ids):
                     self._ignored.add(key)
                     self.log_failures(
@@ -210,7 +235,7 @@ class ForgettingEvaluator:
                     continue
                 known = self.requests.get(key)
                 if known is None:
-                    known = KnownRequest(str(rid), partition, node, str(grain), server_round, request_ids)
+                    known = KnownRequest(rid, partition, node, grain, server_round, request_ids)
                     self.requests[key] = known
                 known.node_id = node  # a rejoined device has a new node id
                 if entry.state == RECEIVED:
@@ -225,6 +250,39 @@ class ForgettingEvaluator:
         if poll.todo:
             self.write_withdrawals()
         return poll
+
+    def _claim(self, partition: int, node: int, server_round: int) -> bool:
+        """Whether ``node`` may speak for ``partition`` (the ledger binds it to its first claimant);
+        a refused claim is a ``claim-refused`` row."""
+        bound = self.run.ledger.claim(partition, node, server_round)
+        if bound == node:
+            return True
+        self.run.record.append_metrics(
+            {
+                "round": server_round,
+                "phase": "fault",
+                "event": "claim-refused",
+                "node": node,
+                "partition": partition,
+                "bound-node": bound,
+                "reason": (
+                    f"node {node} claims partition {partition}, which is bound to node {bound}; "
+                    "refused (a replaced device is re-bound with `fedforget rebind`)"
+                ),
+            }
+        )
+        return False
+
+    def _no_such_partition(self, partition: int) -> str:
+        """Why ``partition`` names no partition of this run ('' if it does)."""
+        num = (
+            self.run.config.num_clients
+            if self.run.config.client_data == "own"
+            else len(self.run.split.clients)
+        )
+        if not 0 <= partition < num:
+            return f"partition {partition} does not exist (the run has {num}); ignored"
+        return ""
 
     def _not_its_own(self, partition: int, ids: np.ndarray) -> str:
         """Why a request may not be accepted from ``partition`` ('' if it may): a client can only
@@ -299,14 +357,16 @@ class ForgettingEvaluator:
                     "receipt": ConfigRecord(receipt),
                 }
             )
-            messages.append(
-                Message(content, dst_node_id=node_id, message_type=f"{MessageType.QUERY}.receipt")
-            )
+            messages.append(Message(content, dst_node_id=node_id, message_type=wire.QUERY_RECEIPT))
         got = exchange(grid, messages, QUERY_TIMEOUT_S)
-        self.log_failures(server_round, "query.receipt", got.failures)
+        self.log_failures(server_round, wire.QUERY_RECEIPT, got.failures)
         confirmed = []
         for node, reply in got.replies.items():
-            stored = {str(r) for r in reply.content["done"]["request-ids"]}
+            try:
+                stored = set(decode_receipt_ack(reply).request_ids)
+            except ProtocolError as error:
+                self.reject_reply(server_round, wire.QUERY_RECEIPT, node, str(error))
+                continue
             confirmed += [r for r in by_node[node] if r.request_id in stored]
         return confirmed
 
@@ -316,7 +376,9 @@ class ForgettingEvaluator:
     ) -> dict[str, Any]:
         """Membership decisions + metrics of the given requests, grouped per owning client.
 
-        Decisions of a node that failed are missing; ``failed-nodes`` lists such nodes.
+        Decisions of a node that failed, or whose reply did not decode
+        (:func:`protocol.replies.decode_membership`: it must judge exactly the ids asked, for the
+        requests' partition), are missing; ``failed-nodes`` lists such nodes.
         """
         oracle_arrays, oracle_config = oracle_to_records(self.oracle())
         by_node: dict[int, list[KnownRequest]] = {}
@@ -334,24 +396,26 @@ class ForgettingEvaluator:
                     ),
                 }
             )
-            messages.append(
-                Message(content, dst_node_id=node_id, message_type=f"{MessageType.QUERY}.membership")
-            )
+            messages.append(Message(content, dst_node_id=node_id, message_type=wire.QUERY_MEMBERSHIP))
         got = exchange(grid, messages, QUERY_TIMEOUT_S)
-        self.log_failures(server_round, "query.membership", got.failures)
+        self.log_failures(server_round, wire.QUERY_MEMBERSHIP, got.failures)
+        failed = set(got.failures)
         decisions: dict[tuple[int, int], bool] = {}  # (partition, id): ids are per device in own mode
         metrics: dict[str, list[tuple[float, float]]] = {}
         for node, reply in got.replies.items():
-            answer = reply.content["decisions"]
             partition = by_node[node][0].partition_id
-            pairs = zip(answer["ids"], answer["member"], strict=True)
-            decisions.update({(partition, int(i)): bool(m) for i, m in pairs})
-            client_metrics = reply.content["metrics"]
-            weight = float(client_metrics["num-forget"])
-            for key in ("forget-accuracy", "retain-accuracy", "reference-accuracy", "attack-auc"):
-                metrics.setdefault(key, []).append((float(client_metrics[key]), weight))
+            asked = np.concatenate([r.ids for r in by_node[node]])
+            try:
+                answer = decode_membership(reply, expected_ids=asked, expected_partition=partition)
+            except ProtocolError as error:
+                self.reject_reply(server_round, wire.QUERY_MEMBERSHIP, node, str(error))
+                failed.add(node)
+                continue
+            decisions.update({(partition, i): member for i, member in answer.decisions.items()})
+            for key, value in answer.metrics.items():
+                metrics.setdefault(key, []).append((value, answer.num_forget))
         averaged = {k: _weighted(v) for k, v in metrics.items()}
-        return {"decisions": decisions, "failed-nodes": sorted(got.failures), **averaged}
+        return {"decisions": decisions, "failed-nodes": sorted(failed), **averaged}
 
     def record_before(
         self, grid: Grid, arrays: ArrayRecord, server_round: int, new: list[KnownRequest]

@@ -19,7 +19,20 @@ different ids. Tables:
   sorted global ids as little-endian int64), ``num_ids``, ``first_seen_round``, ``state``,
   ``attempts``, ``outcome``, ``receipt`` (JSON), ``created``, ``updated``;
 * ``events``: ``seq``, ``run_id``, ``partition``, ``request_id``, ``at``, ``round``, ``from_state``,
-  ``to_state``, ``detail``: the full history, failed attempts included.
+  ``to_state``, ``detail``: the full history, failed attempts included;
+* ``bindings``: ``run_id``, ``partition``, ``node_id``, ``bound_round``, ``created``: the node each
+  partition is bound to (:meth:`Ledger.claim`);
+* ``binding_events``: ``seq``, ``run_id``, ``partition``, ``node_id``, ``at``, ``round``, ``event``
+  (``bound``, ``refused``, ``released``, ``rebound``), ``detail``.
+
+**Partition binding.** A partition is bound to the node that first claims it (its first
+``query.requests`` reply naming the partition); a reply from any other node that names the partition
+is refused (``refused`` event) and the server reads nothing of it. The node id is the identity: with
+SuperNode authentication (``--enable-supernode-auth``) Flower gives each registered public key one
+node id that stays the same across SuperNode restarts, so a partition is in effect bound to the
+device's key. A device that comes back under another node id (a new key, or an insecure SuperNode,
+whose key is new at every start) is refused until the operator re-binds the partition
+(``fedforget rebind``, :meth:`Ledger.rebind`; ``docs/deployment.md``).
 """
 
 from __future__ import annotations
@@ -62,6 +75,24 @@ CREATE TABLE IF NOT EXISTS requests (
     created TEXT NOT NULL,
     updated TEXT NOT NULL,
     PRIMARY KEY (run_id, partition, request_id)
+);
+CREATE TABLE IF NOT EXISTS bindings (
+    run_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    node_id INTEGER NOT NULL,
+    bound_round INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (run_id, partition)
+);
+CREATE TABLE IF NOT EXISTS binding_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    node_id INTEGER,
+    at TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,6 +160,8 @@ def ids_digest(ids: np.ndarray) -> str:
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
+
+_BIND = "INSERT INTO bindings (run_id, partition, node_id, bound_round, created) VALUES (?, ?, ?, ?, ?)"
 
 _COLUMNS = (
     "run_id, partition, request_id, grain, ids_sha256, num_ids, first_seen_round, state, attempts, "
@@ -340,6 +373,96 @@ class Ledger:
                         "resume checkpoint does not hold that unlearning; refusing to resume from it"
                     )
         return done
+
+    # ------------------------------------------------------------------ partition binding
+    def bound_node(self, partition: int) -> int | None:
+        """The node ``partition`` is bound to (None while no node has claimed it)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT node_id FROM bindings WHERE run_id = ? AND partition = ?",
+                (self.run_id, int(partition)),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def bindings(self) -> dict[int, int]:
+        """``partition -> node id`` of every bound partition."""
+        with self._connect() as db:
+            rows = db.execute("SELECT partition, node_id FROM bindings WHERE run_id = ?", (self.run_id,))
+            return {int(p): int(n) for p, n in rows.fetchall()}
+
+    def claim(self, partition: int, node: int, server_round: int) -> int:
+        """``node`` claims ``partition``: bind it if no node has, and return the node it is bound to.
+
+        The claim holds when the returned node is ``node``; otherwise it is refused, and the refusal
+        is a ``refused`` row in ``binding_events``.
+        """
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT node_id FROM bindings WHERE run_id = ? AND partition = ?",
+                (self.run_id, int(partition)),
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    _BIND,
+                    (self.run_id, int(partition), int(node), int(server_round), _now()),
+                )
+                self._binding_event(db, partition, node, server_round, "bound", "first claim")
+                return int(node)
+            if int(row[0]) != int(node):
+                detail = f"partition {partition} is bound to node {row[0]}"
+                self._binding_event(db, partition, node, server_round, "refused", detail)
+            return int(row[0])
+
+    def rebind(self, partition: int, *, node: int | None, server_round: int = 0, detail: str = "") -> None:
+        """The operator's re-binding of a replaced device: bind ``partition`` to ``node``, or (``node``
+        None) release it so that the next node to claim it is bound."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT node_id FROM bindings WHERE run_id = ? AND partition = ?",
+                (self.run_id, int(partition)),
+            ).fetchone()
+            db.execute(
+                "DELETE FROM bindings WHERE run_id = ? AND partition = ?", (self.run_id, int(partition))
+            )
+            was = "unbound" if row is None else f"was node {row[0]}"
+            if node is None:
+                self._binding_event(db, partition, None, server_round, "released", f"{was}; {detail}")
+                return
+            db.execute(
+                _BIND,
+                (self.run_id, int(partition), int(node), int(server_round), _now()),
+            )
+            self._binding_event(db, partition, node, server_round, "rebound", f"{was}; {detail}")
+
+    def binding_events(self, partition: int | None = None) -> list[dict[str, Any]]:
+        query = (
+            "SELECT seq, partition, node_id, at, round, event, detail FROM binding_events WHERE run_id = ?"
+        )
+        params: tuple[Any, ...] = (self.run_id,)
+        if partition is not None:
+            query += " AND partition = ?"
+            params += (int(partition),)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY seq", params).fetchall()
+        names = ("seq", "partition", "node", "at", "round", "event", "detail")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def _binding_event(
+        self, db: sqlite3.Connection, partition: int, node: int | None, rnd: int, event: str, detail: str
+    ) -> None:
+        db.execute(
+            "INSERT INTO binding_events (run_id, partition, node_id, at, round, event, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.run_id,
+                int(partition),
+                None if node is None else int(node),
+                _now(),
+                int(rnd),
+                event,
+                detail[:2000],
+            ),
+        )
 
     # ------------------------------------------------------------------ internals
     def _move(

@@ -8,7 +8,13 @@ point written after that holds it too.** Hence the order of a commit:
    before the run's first training round skips step 2: the model never trained on its samples
    (the device tombstoned them first), so it is committed as ``excluded-before-training``;
 2. the unlearning rounds run (``server/unlearning.py``); requests of nodes that failed go back to
-   ``received`` (``ledger.fail_attempt``, the reason recorded) with nothing of theirs in the model;
+   ``received`` (``ledger.fail_attempt``, the reason recorded) with nothing of theirs in the model.
+   The new model must be healthy (:func:`server.validation.check_model_health`: finite outputs on
+   the test data, test accuracy at least the accuracy before the attempt minus
+   ``max-accuracy-drop``, by default the method's own budget, ``fedforget.config.ACCURACY_BUDGETS``);
+   an unhealthy one is never committed: the attempt fails
+   (``attempt-failed``, reason ``unhealthy model: ...``), every request of it stays ``received``
+   and the run goes on from the model before the attempt;
 3. ``record.save_resume_point``: the model with the unlearning, and the list of applied requests with
    their receipts, in one atomic file;
 4. ``ledger.mark_unlearned`` (outcome + receipt);
@@ -45,6 +51,7 @@ from server.ledger import Key
 from server.retrain_reference import retrain_reference
 from server.setup import PreparedRun
 from server.unlearning import run_unlearning
+from server.validation import ModelUnhealthy, check_model_health
 
 EXCLUDED_BEFORE_TRAINING = "excluded-before-training"
 """The outcome of a request found before the run's first training round (nothing to unlearn)."""
@@ -110,6 +117,19 @@ def handle_withdrawals(
         _fail(run, evaluator, [r for r in requests if r.node_id == node], server_round, reason)
     if not result.done:
         return arrays  # nothing of the failed nodes is in the model: continue from the model before
+    run.model.load_state_dict(result.arrays.to_torch_state_dict())
+    try:
+        check_model_health(
+            run.model,
+            run.dataset.x_test,
+            run.dataset.y_test,
+            accuracy_before=accuracy_before["test-accuracy"],
+            max_accuracy_drop=run.config.effective_max_accuracy_drop,
+        )
+    except ModelUnhealthy as error:
+        table.print_event(f"unlearning attempt rolled back: unhealthy model: {error}")
+        _fail(run, evaluator, result.done, server_round, f"unhealthy model: {error}; rolled back")
+        return arrays  # never committed: continue from the model before the attempt
     crash_point("masks-aggregated")
     state_after = result.arrays.to_torch_state_dict()
     last = result.last

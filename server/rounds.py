@@ -4,7 +4,13 @@
 every update (``server/validation.py``; a rejected one is logged and replaced by an error reply),
 aggregate the accepted ones with FedAvg (weighted by ``num-examples``). Clients never train on their
 tombstoned (withdrawn) samples, so a round run after a withdrawal is a round on the remaining data.
-A round in which no client succeeds raises :class:`RoundFailedError`.
+A round in which no client succeeds raises :class:`RoundFailedError`; a round whose accepted updates
+all report 0 examples leaves the model as it was (event ``round-without-data``).
+
+Every reply is decoded first (:func:`protocol.replies.decode_train`); one that does not decode, or
+names a partition bound to another node (``server/ledger.py``), is rejected like an invalid update.
+An accepted reply reaches FedAvg rebuilt from what was decoded: its ``arrays`` and the four metrics
+of the protocol, nothing else.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from protocol import messages as wire
+from protocol.replies import ProtocolError, decode_train
 from server.console import RoundTable
 from server.evaluator import message_config
 from server.setup import PreparedRun
@@ -64,10 +72,17 @@ def train_round(
     replies = list(grid.send_and_receive(messages=messages, timeout=REPLY_TIMEOUT_S))
     replies = _checked_updates(run, arrays, replies, server_round, table)
     failures = [m for m in replies if m.has_error()]
-    new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+    good = [m for m in replies if not m.has_error()]
+    if good and sum(_examples(m) for m in good) == 0:  # FedAvg would divide by a total weight of 0
+        run.record.append_metrics(
+            {"round": server_round, "phase": "fault", "event": "round-without-data", "clients": len(good)}
+        )
+        table.print_event(f"round {server_round}: every accepted update reports 0 examples; model unchanged")
+        new_arrays, train_metrics = arrays, None
+    else:
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
     if new_arrays is None:
         raise RoundFailedError(_failure_text(server_round, failures, len(replies)))
-    good = [m for m in replies if not m.has_error()]
     if keep is not None:
         keep(client_states(good))
     size = sum(arrays[k].numpy().nbytes for k in arrays)
@@ -77,18 +92,26 @@ def train_round(
         "failures": len(failures),
         "bytes-down": size * len(messages),
         "bytes-up": size * len(good),
-        "client-seconds": float(sum(float(m.content["metrics"].get("client-seconds", 0.0)) for m in good)),
+        "client-seconds": _client_seconds(good),
     }
     return new_arrays, row
 
 
+def _examples(reply: Message) -> float:
+    return float(reply.content[wire.METRICS][wire.NUM_EXAMPLES])
+
+
+def _client_seconds(replies: list[Message]) -> float:
+    return float(sum(float(m.content[wire.METRICS][wire.CLIENT_SECONDS]) for m in replies))
+
+
 def client_states(replies: list[Message]) -> dict[int, tuple[dict[str, np.ndarray], float]]:
-    """``partition id -> (returned state, num-examples)`` of successful ``train`` replies."""
+    """``partition id -> (returned state, num-examples)`` of accepted ``train`` replies (those
+    :func:`_checked_updates` let through)."""
     out = {}
     for reply in replies:
-        metrics = reply.content["metrics"]
-        state = {k: reply.content["arrays"][k].numpy() for k in reply.content["arrays"]}
-        out[int(metrics["partition-id"])] = (state, float(metrics["num-examples"]))
+        update = decode_train(reply)
+        out[update.partition] = (update.state, float(update.num_examples))
     return out
 
 
@@ -109,7 +132,7 @@ def calibration_round(
     config = ConfigRecord({**message_config(run, server_round), "local-epochs": local_epochs})
     messages = [
         Message(
-            RecordDict({"arrays": arrays, "config": config}), dst_node_id=node, message_type=MessageType.TRAIN
+            RecordDict({wire.ARRAYS: arrays, wire.CONFIG: config}), dst_node_id=node, message_type=wire.TRAIN
         )
         for node in grid.get_node_ids()
     ]
@@ -123,7 +146,7 @@ def calibration_round(
         "failures": len(replies) - len(good),
         "bytes-down": size * len(messages),
         "bytes-up": size * len(good),
-        "client-seconds": float(sum(float(m.content["metrics"].get("client-seconds", 0.0)) for m in good)),
+        "client-seconds": _client_seconds(good),
     }
     return states, row
 
@@ -131,9 +154,9 @@ def calibration_round(
 def _checked_updates(
     run: PreparedRun, arrays: ArrayRecord, replies: list[Message], server_round: int, table: RoundTable
 ) -> list[Message]:
-    """Replace every update that fails validation by an error reply (logged; never aggregated)."""
-    from flwr.app import Error
-
+    """Replace every reply that does not decode, claims another node's partition or fails validation
+    by an error reply (logged as ``update-rejected``; never aggregated); rebuild every accepted one
+    from its decoded content."""
     state = arrays.to_torch_state_dict()
     trainable = parameter_names(run.model)
     # With client-data=own the server knows no client's size: it trusts the authenticated device's count.
@@ -141,13 +164,37 @@ def _checked_updates(
     checked = []
     for reply in replies:
         if not reply.has_error():
+            node = reply.metadata.src_node_id
             try:
-                update = {k: reply.content["arrays"][k].numpy() for k in reply.content["arrays"]}
-                num = float(reply.content["metrics"]["num-examples"])
-                validate_update(update, state, trainable, run.config.max_update_ratio, num, max_examples)
-            except (UpdateRejected, KeyError, TypeError, ValueError) as error:
-                node = reply.metadata.src_node_id
-                reason = str(error) if isinstance(error, UpdateRejected) else f"malformed reply: {error!r}"
+                update = decode_train(reply)
+                bound = run.ledger.bound_node(update.partition)
+                if bound is not None and bound != node:
+                    raise UpdateRejected(
+                        f"claims partition {update.partition}, which is bound to node {bound}"
+                    )
+                validate_update(
+                    update.state,
+                    state,
+                    trainable,
+                    run.config.max_update_ratio,
+                    update.num_examples,
+                    max_examples,
+                )
+                reply.content = RecordDict(
+                    {
+                        wire.ARRAYS: reply.content[wire.ARRAYS],
+                        wire.METRICS: MetricRecord(
+                            {
+                                wire.NUM_EXAMPLES: update.num_examples,
+                                wire.TRAIN_LOSS: update.train_loss,
+                                wire.CLIENT_SECONDS: update.client_seconds,
+                                wire.PARTITION_ID: update.partition,
+                            }
+                        ),
+                    }
+                )
+            except (ProtocolError, UpdateRejected) as error:
+                reason = str(error)
                 run.record.append_metrics(
                     {
                         "round": server_round,
@@ -165,8 +212,6 @@ def _checked_updates(
 
 def _stub(reply: Message) -> Message:
     """An instruction with the reply's routing, to build an error reply in the reply's place."""
-    from flwr.app import RecordDict
-
     stub = Message(
         RecordDict(), dst_node_id=reply.metadata.src_node_id, message_type=reply.metadata.message_type
     )

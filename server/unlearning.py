@@ -8,9 +8,13 @@ For a batch of new withdrawal requests (several clients may withdraw in the same
 
 1. each owning client gets the global model and the oracle (``train.unlearn``) and computes its
    Forsaken mask locally (``clients/app.py``);
-2. every returned mask is validated (:func:`validate_mask`): known parameter names, the parameter's
-   shape, a floating dtype, only finite values, and an L2 norm at most ``max-mask-ratio`` times the
-   global model's parameter norm. A bad mask is rejected, logged, and never touches the model;
+2. every reply is decoded (:func:`protocol.replies.decode_unlearn`; it must be the partition the
+   requests belong to) and its mask validated (:func:`validate_mask`, ``server/validation.py``):
+   known parameter names, the parameter's shape, a floating dtype, only finite values, an L2 norm at
+   most ``max-mask-ratio`` times ``max(model norm, floor)``, and no parameter tensor shrunk by more
+   than that fraction of its norm; from the second round on, the node's summed masks of the attempt
+   pass the same rules against the model before the attempt. A bad reply or mask is rejected,
+   logged, and never touches the model;
 3. the accepted masks are **summed** onto the global model: ``w <- w + sum_k m_k``. Each client's mask
    is that client's whole change for its own forget set, so averaging (FedAvg's rule) would shrink
    every change by the number of withdrawing clients; summing applies each in full, which to first
@@ -42,11 +46,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from clients.codec import oracle_to_records
 from fedforget.attempt_rules import BestRound, target_met
 from fedforget.verify import model_hash  # noqa: F401 - receipts' hash, re-exported
+from protocol import messages as wire
+from protocol.codec import oracle_to_records
+from protocol.replies import ProtocolError, decode_unlearn
 from server.attempt import Attempt, new_cost
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
@@ -143,9 +149,7 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
                     "config": ConfigRecord(msg_config),
                 }
             )
-            messages.append(
-                Message(content, dst_node_id=node_id, message_type=f"{MessageType.TRAIN}.unlearn")
-            )
+            messages.append(Message(content, dst_node_id=node_id, message_type=wire.UNLEARN))
         bytes_down = sum(_nbytes(arrays) + _nbytes(oracle_arrays) for _ in messages)
         record.append_metrics(
             {
@@ -165,21 +169,29 @@ def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
             failed[node] = f"client error: {reason[-300:]}"
             _log_rejection(record, table, server_round, node, failed[node])
         for node, reply in got.replies.items():
-            mask = {k: reply.content["mask"][k].numpy() for k in reply.content["mask"]}
             try:
+                answer = decode_unlearn(reply)
+                partition = by_node[node][0].partition_id
+                if answer.partition != partition:
+                    raise MaskRejected(
+                        f"answers for partition {answer.partition}, asked partition {partition}"
+                    )
+                mask = answer.mask
                 validate_mask(mask, state, trainable, config.max_mask_ratio)
-            except MaskRejected as error:
+                total = dict(applied.get(node, {}))
+                for name, delta in mask.items():
+                    total[name] = total[name] + delta if name in total else delta.copy()
+                if node in applied:  # the attempt's whole change by this node, against the model before it
+                    validate_mask(total, state_before, trainable, config.max_mask_ratio)
+            except (ProtocolError, MaskRejected) as error:
                 failed[node] = str(error)
                 _log_rejection(record, table, server_round, node, str(error))
                 continue
             accepted.append(mask)
-            metrics = reply.content["metrics"]
-            guards.setdefault(node, {k: float(metrics[k]) for k in metrics if k.startswith("guard-")})
-            total = applied.setdefault(node, {})
-            for name, delta in mask.items():
-                total[name] = total[name] + delta if name in total else delta.copy()
-            bytes_up += _nbytes(reply.content["mask"])
-            client_seconds += float(reply.content["metrics"]["client-seconds"])
+            guards.setdefault(node, answer.guards)
+            applied[node] = total
+            bytes_up += answer.nbytes
+            client_seconds += answer.client_seconds
         for node in failed:
             applied.pop(node, None)
             for r in by_node[node]:

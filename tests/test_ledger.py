@@ -121,6 +121,46 @@ def test_reconcile_rolls_forward_rolls_back_and_refuses_a_lost_unlearning(tmp_pa
         ledger.reconcile({}, 3)
 
 
+def test_a_partition_is_bound_to_its_first_claimant_until_the_operator_rebinds_it(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite", "run")
+    assert ledger.bound_node(0) is None
+    assert ledger.claim(0, 100, 1) == 100 and ledger.claim(0, 100, 2) == 100  # the first claimant
+    assert ledger.claim(0, 101, 2) == 100  # a second claimant is refused, and that is on record
+    ledger.rebind(0, node=None, server_round=3, detail="device replaced")  # released: next claimant
+    assert ledger.bound_node(0) is None and ledger.claim(0, 201, 3) == 201
+    ledger.rebind(0, node=301, server_round=4)
+    again = Ledger(tmp_path / "l.sqlite", "run")  # durable, per run
+    assert again.bindings() == {0: 301} and Ledger(tmp_path / "l.sqlite", "other").bindings() == {}
+    events = [(e["event"], e["node"], e["round"]) for e in again.binding_events(0)]
+    assert events == [
+        ("bound", 100, 1),
+        ("refused", 101, 2),
+        ("released", None, 3),
+        ("bound", 201, 3),
+        ("rebound", 301, 4),
+    ]
+    assert "bound to node 100" in again.binding_events(0)[1]["detail"]
+
+
+def test_the_operator_rebinds_a_partition_with_the_real_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedforget.cli import main
+
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path, "run").claim(1, 100, 1)
+    argv = ["rebind", "--ledger", str(path), "--run-id", "run", "--partition", "1"]
+    assert main([*argv, "--node", "4711"]) == 0
+    assert "bound to node 4711 (was: 100)" in capsys.readouterr().out
+    assert main(argv) == 0  # released: the next node to claim it is bound
+    assert Ledger(path, "run").bound_node(1) is None
+    assert (
+        main(["rebind", "--ledger", str(tmp_path / "none.sqlite"), "--run-id", "run", "--partition", "1"])
+        == 2
+    )
+    assert capsys.readouterr().err.startswith("error: no ledger at")
+
+
 # ---------------------------------------------------------------------------------------- the flow
 class Crash(Exception):  # noqa: N818 - a simulated server crash, not an error of the code under test
     """Raised inside the server to stop it dead at a chosen point."""
@@ -154,6 +194,8 @@ def _device(tmp: Path, partition: int = 0) -> RequestStore:
 
 
 def test_a_node_dying_mid_unlearning_keeps_the_request_open_until_it_rejoins(tmp_path: Path) -> None:
+    """The device restarts under a new node id; partition 0 is bound to its old one, so the operator
+    re-binds it (``fedforget rebind``, here the ledger call it makes) and the new node carries on."""
     grid: InProcessGrid
 
     def die_once(reply: Message) -> Message:
@@ -161,7 +203,8 @@ def test_a_node_dying_mid_unlearning_keeps_the_request_open_until_it_rejoins(tmp
         if reply.metadata.message_type == "train.unlearn" and node == 100:
             # The device dies before its mask reaches the server, then restarts with a new node id.
             grid.dead.add(node)
-            grid.rejoin(node)
+            new_node = grid.rejoin(node)
+            run.ledger.rebind(0, node=new_node, server_round=2, detail="device restarted")
             error = Message(Error(code=5, reason="Error: Node Unavailable"), reply_to=grid.sent[-1])
             error.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # as the SuperLink sends it
             return error
@@ -171,6 +214,8 @@ def test_a_node_dying_mid_unlearning_keeps_the_request_open_until_it_rejoins(tmp
     run = prepare_run(run_config)
     grid = InProcessGrid(run_config, tmp_path, die_once)
     run_federated_training(grid, run)
+    assert [e["event"] for e in run.ledger.binding_events(0)] == ["bound", "rebound"]
+    assert run.ledger.bindings() == {0: grid.node_of(0), 1: 101}
     (entry,) = run.ledger.entries()
     assert (entry.partition, entry.state, entry.attempts) == (0, DELIVERED, 2)
     details = [e["detail"] for e in run.ledger.events(0, entry.request_id)]

@@ -1,4 +1,4 @@
-"""Encoding library objects as Flower records (shared by the ClientApp and the ServerApp).
+"""Encoding library objects as Flower records (part of the wire protocol both apps import).
 
 Only numbers travel: an oracle is an ``ArrayRecord`` of numpy arrays plus a ``ConfigRecord`` of
 scalars, never a pickle, so a client never executes code it receives.
