@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def _local_superlinks(flwr_home: Path) -> list[int]:
 
 def test_flwr_run_on_the_default_local_simulation_fails_fast_with_the_fix(tmp_path: Path) -> None:
     flwr_home = tmp_path / "flwr-home"
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
     env = {
         **os.environ,
         "FLWR_HOME": str(flwr_home),
@@ -45,7 +48,7 @@ def test_flwr_run_on_the_default_local_simulation_fails_fast_with_the_fix(tmp_pa
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "FLWR_TELEMETRY_ENABLED": "0",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "RAY_TMPDIR": str(tmp_path / "ray"),
+        "RAY_TMPDIR": ray_tmp,
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     start = time.monotonic()
@@ -62,6 +65,7 @@ def test_flwr_run_on_the_default_local_simulation_fails_fast_with_the_fix(tmp_pa
     finally:
         superlinks = _local_superlinks(flwr_home)
         _terminate([p for pid in superlinks for p in (pid, *descendants(pid))], grace_s=10.0)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     seconds = time.monotonic() - start
     output = result.stdout + result.stderr
     assert superlinks, "flwr run did not start a local SuperLink for this FLWR_HOME"
