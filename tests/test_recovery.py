@@ -224,7 +224,9 @@ def test_a_device_killed_during_its_unlearning_round_gets_its_request_done_after
 ) -> None:
     """The device holding a withdrawal is killed (``kill -9``, with its ClientApp process) while it
     computes its unlearning mask, and restarts (new node id, same store): the attempt fails, the
-    request stays open, and the next round completes it with the rejoined device."""
+    request stays open, and the next round completes it with the rejoined device. Partition 0 is
+    bound to the dead node id (``server/ledger.py``), so the operator re-binds it with the real
+    ``fedforget rebind`` before the device comes back."""
     run_config = _run_config(tmp_path, **{"num-rounds": 3, "withdrawals": "2:0:samples:0.02"})
     (request,) = parse_schedule(run_config["withdrawals"])
     request_id = request.request_id
@@ -239,6 +241,9 @@ def test_a_device_killed_during_its_unlearning_round_gets_its_request_done_after
 
         _wait("device 0 to compute its unlearning mask", computing, fed, thread, timeout=600)
         assert nodes[0].kill() and not nodes[0].alive()
+        rebind = [FEDFORGET, "rebind", "--ledger", run_config["ledger"], "--run-id", run_config["run-id"]]
+        released = subprocess.run([*rebind, "--partition", "0"], capture_output=True, text=True, timeout=120)
+        assert released.returncode == 0 and "the next node that claims it" in released.stdout, released.stderr
         # The device restarts: same partition, same store, a new node id.
         fed.start_supernode(0, 2, {"request-store": str(tmp_path / "dev0.sqlite")})
         thread.join(timeout=900)
@@ -253,6 +258,8 @@ def test_a_device_killed_during_its_unlearning_round_gets_its_request_done_after
     assert [r["round"] for r in rows if r.get("event") == "attempt-failed"] == [2]
     succeeded = [r for r in rows if "unlearn-round" in r and r.get("masks-accepted")]
     assert [r["round"] for r in succeeded] == [3]  # unlearned once, by the rejoined device
+    assert [e["event"] for e in ledger.binding_events(0)] == ["bound", "released", "bound"]
+    assert not any(r.get("event") == "claim-refused" for r in rows)
     check_record(RunRecord(record_dir), 3)
     stored = RequestStore(tmp_path / "dev0.sqlite").get(request_id)
     assert stored.state == "completed" and stored.receipt is not None
