@@ -21,7 +21,8 @@ different ids. Tables:
 * ``events``: ``seq``, ``run_id``, ``partition``, ``request_id``, ``at``, ``round``, ``from_state``,
   ``to_state``, ``detail``: the full history, failed attempts included;
 * ``bindings``: ``run_id``, ``partition``, ``node_id``, ``bound_round``, ``created``: the node each
-  partition is bound to (:meth:`Ledger.claim`);
+  partition is bound to (:meth:`Ledger.claim`). Node ids are stored as decimal TEXT: Flower's node ids
+  are unsigned 64-bit and do not fit SQLite's signed INTEGER;
 * ``binding_events``: ``seq``, ``run_id``, ``partition``, ``node_id``, ``at``, ``round``, ``event``
   (``bound``, ``refused``, ``released``, ``rebound``), ``detail``.
 
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE TABLE IF NOT EXISTS bindings (
     run_id TEXT NOT NULL,
     partition INTEGER NOT NULL,
-    node_id INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
     bound_round INTEGER NOT NULL,
     created TEXT NOT NULL,
     PRIMARY KEY (run_id, partition)
@@ -88,7 +89,7 @@ CREATE TABLE IF NOT EXISTS binding_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
     partition INTEGER NOT NULL,
-    node_id INTEGER,
+    node_id TEXT,
     at TEXT NOT NULL,
     round INTEGER NOT NULL,
     event TEXT NOT NULL,
@@ -404,7 +405,7 @@ class Ledger:
             if row is None:
                 db.execute(
                     _BIND,
-                    (self.run_id, int(partition), int(node), int(server_round), _now()),
+                    (self.run_id, int(partition), str(int(node)), int(server_round), _now()),
                 )
                 self._binding_event(db, partition, node, server_round, "bound", "first claim")
                 return int(node)
@@ -430,7 +431,7 @@ class Ledger:
                 return
             db.execute(
                 _BIND,
-                (self.run_id, int(partition), int(node), int(server_round), _now()),
+                (self.run_id, int(partition), str(int(node)), int(server_round), _now()),
             )
             self._binding_event(db, partition, node, server_round, "rebound", f"{was}; {detail}")
 
@@ -445,7 +446,10 @@ class Ledger:
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY seq", params).fetchall()
         names = ("seq", "partition", "node", "at", "round", "event", "detail")
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        events = [dict(zip(names, r, strict=True)) for r in rows]
+        for event in events:
+            event["node"] = None if event["node"] is None else int(event["node"])
+        return events
 
     def _binding_event(
         self, db: sqlite3.Connection, partition: int, node: int | None, rnd: int, event: str, detail: str
@@ -456,7 +460,7 @@ class Ledger:
             (
                 self.run_id,
                 int(partition),
-                None if node is None else int(node),
+                None if node is None else str(int(node)),
                 _now(),
                 int(rnd),
                 event,

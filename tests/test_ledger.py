@@ -142,6 +142,16 @@ def test_a_partition_is_bound_to_its_first_claimant_until_the_operator_rebinds_i
     assert "bound to node 100" in again.binding_events(0)[1]["detail"]
 
 
+def test_flowers_unsigned_64_bit_node_ids_are_bound(tmp_path: Path) -> None:
+    """Flower's node ids go up to 2**64 - 1; SQLite's INTEGER stops at 2**63 - 1 (OverflowError before)."""
+    ledger = Ledger(tmp_path / "l.sqlite", "run")
+    big, other = 2**64 - 5, 2**63 + 7
+    assert ledger.claim(0, big, 1) == big and ledger.claim(0, other, 2) == big
+    ledger.rebind(1, node=other, server_round=2)
+    assert Ledger(tmp_path / "l.sqlite", "run").bindings() == {0: big, 1: other}
+    assert [e["node"] for e in ledger.binding_events()] == [big, other, other]
+
+
 def test_the_operator_rebinds_a_partition_with_the_real_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
