@@ -1,4 +1,4 @@
-"""The fedforget ClientApp: local training, withdrawal requests, and local membership queries.
+"""The fedforget ClientApp: local training, withdrawal requests, unlearning, and local judge queries.
 
 Message contracts:
 
@@ -11,20 +11,22 @@ Message contracts:
   in:  ``config`` (``server-round``);
   out: ``requests`` (``ConfigRecord``: ``partition-id``, ``request-ids``, ``grains``, ``rounds``),
   ``ids`` (``ConfigRecord``: request id -> the global ids it withdraws).
-``query.membership``
-  in:  ``model`` (global model), ``oracle`` + ``oracle-config`` (the server's membership oracle,
-  numbers only), ``config`` (``server-round``, ``model``, ``request-ids``: whose forget set to judge);
-  out: ``decisions`` (``ConfigRecord``: ``ids``, ``member`` as 0/1), ``metrics`` (forget / retain /
-  reference accuracy, attack AUC, forget-set size).
+``query.judge``
+  in:  ``model`` (global model), ``judge`` + ``judge-config`` (the server's judge, numbers only),
+  ``config`` (``server-round``, ``model``, ``request-ids``: whose forget set to score, maybe none);
+  out: ``calibration`` (per attack, score histograms of retained and held-out samples: counts),
+  ``forget`` (``ids`` and each forget sample's score bin per attack), ``metrics`` (see :func:`judge`).
 ``train.unlearn``
-  in:  ``arrays``, ``oracle`` + ``oracle-config``, ``config`` (``request-ids``, ``unlearn-method``);
+  in:  ``arrays``, ``config`` (``request-ids``, ``unlearn-method``; no judge, no oracle: the device
+  steers by its own, :mod:`fedforget.steer`);
   out: ``mask`` (the method's delta), ``metrics``, ``info`` (see :func:`unlearn`).
 
 The device's data is its part of the run's shared dataset, recomputed from the run config
 (``client-data = shared``, simulation), or its own file (``client-data = own``, node config ``data``).
 No message carries a feature vector or a label, but what does leave the device says things about
 its samples: sample ids and grains (``query.requests``), a member / non-member decision per withdrawn
-sample (``query.membership``), trained models (``train``) and unlearning masks (``train.unlearn``).
+sample's score bin under each of the judge's attacks and score histograms of its retained and held-out
+samples (``query.judge``), trained models (``train``) and unlearning masks (``train.unlearn``).
 A mask computed from one sample gives that sample's features and label away (gradient ascent and PGA
 exactly); a device pads a forget set below ``min-forget-samples`` with decoys first. Every key, what
 it reveals, measured: ``docs/privacy.md``.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -41,9 +44,10 @@ from flwr.clientapp import ClientApp
 from clients.context import ClientSetup, client_setup
 from clients.methods import compute_delta
 from fedforget import models, training
-from fedforget.forgetting import measure_forget_set
-from fedforget.mia import MembershipOracle
-from protocol.codec import ids_to_config, oracle_from_records
+from fedforget.judge import client_calibration, forget_bins
+from fedforget.judge.calibration import MAX_CALIBRATION_SAMPLES
+from protocol import messages as wire
+from protocol.codec import ids_to_config, judge_from_records
 
 app = ClientApp()
 
@@ -104,40 +108,69 @@ def requests(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({"requests": summary, "ids": ids}), reply_to=msg)
 
 
-@app.query("membership")
-def membership(msg: Message, context: Context) -> Message:
-    """Judge this device's forget set with the server's oracle, locally; return decisions only."""
+@app.query(wire.JUDGE_ACTION)
+def judge(msg: Message, context: Context) -> Message:
+    """Score this device's data with the server's judge, locally; return histograms and bins only.
+
+    in: ``model``, ``judge`` + ``judge-config`` (the judge's attacks, numbers only), ``config``
+    (``request-ids``: whose forget set to score, possibly none; ``calibration-samples``); out:
+    ``calibration`` (per attack, the score histogram of the retained samples -- members -- and of the
+    held-out samples -- non-members: counts per bin, :func:`fedforget.judge.client_calibration`),
+    ``forget`` (only with request ids: ``ids`` and, per attack, the bin of each forget sample) and
+    ``metrics`` (forget / retain / reference accuracy, ``num-forget``, ``partition-id``).
+    """
     setup = client_setup(msg, context)
-    config = msg.content["config"]
-    wanted = [str(r) for r in config.get("request-ids", [])]
-    if not wanted:
-        raise ValueError("membership query names no request")
-    device = setup.device
-    model = setup.model
-    model.load_state_dict(msg.content["model"].to_torch_state_dict())
-    oracle = oracle_from_records(msg.content["oracle"], msg.content["oracle-config"], _factory(setup, config))
-    retained = device.training_data()
-    report = measure_forget_set(
-        model,
-        oracle,
-        forget=device.forget_set(wanted),
-        reference=device.reference_set(),
-        retain=(retained.x_train, retained.y_train),
+    config = msg.content[wire.CONFIG]
+    wanted = [str(r) for r in config.get(wire.REQUEST_IDS, [])]
+    device, model = setup.device, setup.model
+    model.load_state_dict(msg.content[wire.MODEL].to_torch_state_dict())
+    judge_ = judge_from_records(
+        msg.content[wire.JUDGE], msg.content[wire.JUDGE_CONFIG], _factory(setup, config)
     )
-    decisions = ConfigRecord({"ids": [int(i) for i in report.ids], "member": [int(m) for m in report.member]})
-    metrics = MetricRecord({**report.metrics(), "partition-id": setup.partition_id})
-    return Message(content=RecordDict({"decisions": decisions, "metrics": metrics}), reply_to=msg)
+    retained = device.training_data()
+    heldout = device.reference_set()
+    calibration = client_calibration(
+        judge_,
+        model,
+        retained=(retained.x_train, retained.y_train),
+        heldout=heldout,
+        max_samples=int(config.get(wire.CALIBRATION_SAMPLES, MAX_CALIBRATION_SAMPLES)),
+        seed=setup.config.seed * 1_009 + setup.partition_id,
+    )
+    content = RecordDict(
+        {wire.CALIBRATION: ArrayRecord({k: Array(v) for k, v in calibration.to_arrays().items()})}
+    )
+    metrics: dict[str, float] = {
+        wire.PARTITION_ID: setup.partition_id,
+        "retain-accuracy": training.evaluate(model, retained.x_train, retained.y_train).accuracy
+        if len(retained.y_train)
+        else float("nan"),
+        "reference-accuracy": training.evaluate(model, *heldout).accuracy,
+        wire.NUM_FORGET: 0,
+        "forget-accuracy": float("nan"),
+    }
+    if wanted:
+        ids, x_forget, y_forget = device.forget_set(wanted)
+        bins = forget_bins(judge_, model, forget=(x_forget, y_forget))
+        content[wire.FORGET] = ArrayRecord(
+            {wire.IDS: Array(np.asarray(ids, dtype=np.int64)), **{a: Array(b) for a, b in bins.items()}}
+        )
+        metrics[wire.NUM_FORGET] = len(ids)
+        metrics["forget-accuracy"] = training.evaluate(model, x_forget, y_forget).accuracy
+    content[wire.METRICS] = MetricRecord(metrics)
+    return Message(content=content, reply_to=msg)
 
 
 @app.train("unlearn")
 def unlearn(msg: Message, context: Context) -> Message:
     """Compute this device's unlearning delta for its withdrawal requests, locally.
 
-    in: ``arrays`` (global model), ``oracle`` + ``oracle-config``, ``config`` (``request-ids``,
+    in: ``arrays`` (global model), ``config`` (``request-ids``,
     ``unlearn-method`` -- forsaken, gradient-ascent or pga; forsaken when absent --,
-    ``unlearn-target``, ``target-fr``, ``forsaken-steps``, ...); out: ``mask`` (parameter name ->
-    delta, what the server adds to the global model), ``metrics`` (steps, seconds, the method's own
-    numbers) and ``info`` (``method``, ``stopped-because``). The methods: ``clients/methods.py``.
+    ``unlearn-target``, ``target-fr``, ``forsaken-steps``, ...; never the server's judge); out:
+    ``mask`` (parameter name -> delta, what the server adds to the global model), ``metrics``
+    (steps, seconds, the method's own numbers, ``steer-*``: what the device's own oracle says) and
+    ``info`` (``method``, ``stopped-because``). The methods: ``clients/methods.py``.
     """
     setup = client_setup(msg, context)
     config = msg.content["config"]
@@ -148,11 +181,7 @@ def unlearn(msg: Message, context: Context) -> Message:
     setup.model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     _, x_forget, y_forget = setup.device.forget_set(wanted)
 
-    def oracle() -> MembershipOracle:
-        records = msg.content["oracle"], msg.content["oracle-config"]
-        return oracle_from_records(*records, _factory(setup, config))
-
-    result = compute_delta(method, setup, config, (x_forget, y_forget), oracle)
+    result = compute_delta(method, setup, config, (x_forget, y_forget))
     mask = ArrayRecord({name: Array(delta) for name, delta in result.mask.items()})
     metrics = MetricRecord(
         {"partition-id": setup.partition_id, "num-forget": len(y_forget), **result.metrics}

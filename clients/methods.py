@@ -3,9 +3,12 @@
 Every method gets the global model ``w`` (already loaded into ``setup.model``), the device's forget
 set for the requests named in the message, and returns a :class:`ClientDelta`: the change
 ``m = w' - w`` over the model's trainable parameters (the server adds it, ``w <- w + sum_k m_k``, and
-validates it exactly like a Forsaken mask), plus the metrics the server logs.
+validates it exactly like a Forsaken mask), plus the metrics the server logs, among them
+``steer-fr``, ``steer-auc`` and ``steer-target-met`` (:mod:`fedforget.steer`: whether the device's
+own oracle says the delta reached the target; the server's attempt stops on them).
 
-* ``forsaken``: :func:`fedforget.forsaken.unlearn` (``docs/forsaken.md``).
+* ``forsaken``: :func:`fedforget.forsaken.unlearn` (``docs/forsaken.md``), steered by the device's own
+  oracle (:mod:`fedforget.steer`), never by the server's judge.
 * ``gradient-ascent``: :func:`fedforget.baselines.ascent_delta`: bounded ascent of the loss on the
   forget set, at most ``ascent-steps`` steps, stopped at the loss of a know-nothing model (``ln K``),
   and projected onto ``||m||_2 <= max-mask-ratio * ||w||_2 / 2`` so that a correct delta always
@@ -32,10 +35,10 @@ forgetting rate still cover only the withdrawn samples. ``num-decoys`` in the me
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,8 +48,10 @@ from flwr.app import ConfigRecord
 from clients.context import ClientSetup
 from fedforget import forsaken
 from fedforget.baselines import AscentConfig, PGAConfig, ascent_delta, pga_delta
+from fedforget.client_data import ClientData
 from fedforget.forsaken.on_device import guard_name, unlearn_on_device
 from fedforget.mia import MembershipOracle
+from fedforget.steer import fit_steering_oracle, steer_report, steer_seed
 
 CLIENT_METHODS = ("forsaken", "gradient-ascent", "pga")
 
@@ -74,30 +79,60 @@ def compute_delta(
     setup: ClientSetup,
     config: ConfigRecord,
     forget: tuple[np.ndarray, np.ndarray],
-    oracle: Callable[[], MembershipOracle],
 ) -> ClientDelta:
     """The delta of ``method`` for ``forget`` = ``(x, y)`` from the global model in ``setup.model``.
 
-    ``oracle`` is called only by the methods that use the server's oracle (Forsaken).
-    Raises ValueError naming the client-side methods for any other ``method``. A forget set smaller
-    than ``min-forget-samples`` is padded with decoys first (:func:`decoys`, module docstring).
+    The device steers by its own oracle, never by the server's judge (:mod:`fedforget.steer`): fitted
+    here on the current model from the device's retained and held-out samples, Forsaken picks its
+    targets and stops with it, and every method reports ``steer-fr``, ``steer-auc`` and
+    ``steer-target-met`` of its delta (what the server's attempt stops on). Raises ValueError naming
+    the client-side methods for any other ``method``. A forget set smaller than
+    ``min-forget-samples`` is padded with decoys first (:func:`decoys`, module docstring).
     """
     if method not in CLIENT_METHODS:
         raise ValueError(
             f"train.unlearn asks for unlearn-method {method!r}; "
             f"the client computes only {', '.join(CLIENT_METHODS)}"
         )
+    withdrawn = forget  # what the steer measures: the withdrawn samples, not the decoys
     decoy_ids = decoys(setup, [str(r) for r in config.get("request-ids", [])], len(forget[1]))
     if decoy_ids.size:
         _, x_decoy, y_decoy = setup.device.data.subset(decoy_ids)
         forget = (np.concatenate([forget[0], x_decoy]), np.concatenate([forget[1], y_decoy]))
+    run = setup.config
+    retained = setup.device.training_data()
+    if decoy_ids.size:  # decoys are in the forget set: neither members of the steer nor retained
+        retained = retained.without(decoy_ids)
+    heldout = setup.device.reference_set()
+    before = copy.deepcopy(setup.model)
+    steer = fit_steering_oracle(
+        before,
+        retained=(retained.x_train, retained.y_train),
+        heldout=heldout,
+        seed=steer_seed(run.seed, setup.server_round, setup.partition_id),
+    )
     if method == "forsaken":
-        result = _forsaken(setup, config, forget, oracle(), exclude=decoy_ids)
+        result = _forsaken(setup, config, forget, steer, retained=retained)
     elif method == "gradient-ascent":
         result = _gradient_ascent(setup, forget)
     else:
         result = _pga(setup, forget)
-    return dataclasses.replace(result, metrics={**result.metrics, "num-decoys": int(decoy_ids.size)})
+    after = copy.deepcopy(before)
+    with torch.no_grad():
+        for name, parameter in after.named_parameters():
+            if name in result.mask:
+                parameter.add_(torch.as_tensor(result.mask[name], dtype=parameter.dtype))
+    report = steer_report(
+        steer,
+        before=before,
+        after=after,
+        forget=withdrawn,
+        heldout=heldout,
+        target=str(config.get("unlearn-target", run.unlearn_target)),
+        target_fr=float(config.get("target-fr", run.target_fr)),
+    )
+    metrics = {**result.metrics, **report.metrics(), "num-decoys": int(decoy_ids.size)}
+    return dataclasses.replace(result, metrics=metrics)
 
 
 def decoys(setup: ClientSetup, request_ids: list[str], num_forget: int) -> np.ndarray:
@@ -132,12 +167,10 @@ def _forsaken(
     forget: tuple[np.ndarray, np.ndarray],
     oracle: MembershipOracle,
     *,
-    exclude: np.ndarray,
+    retained: ClientData,
 ) -> ClientDelta:
+    """Forsaken steered by ``oracle`` (the device's own), on ``retained`` (decoys already left out)."""
     device, run = setup.device, setup.config
-    retained = device.training_data()
-    if exclude.size:  # decoys are in the forget set: not also in the retain set
-        retained = retained.without(exclude)
     # The guard's baseline: from the server (what this device reported in the attempt's first round),
     # so the accuracy budget bounds the whole withdrawal, not each unlearning round.
     baseline = None
@@ -158,7 +191,6 @@ def _forsaken(
         oracle=oracle,
         accuracy_baseline=baseline,
     )
-    final = result.final
     guard = baseline if baseline is not None else {key: result.history[0][key] for key in forsaken.GUARDED}
     metrics = {
         **{guard_name(key): float(value) for key, value in guard.items()},
@@ -166,7 +198,6 @@ def _forsaken(
         "client-seconds": result.seconds,
         "neurons-touched": result.neurons_touched,
         "touched-fraction": result.touched_fraction,
-        "local-fr": float(final.get("fr", float("nan")) or float("nan")),
     }
     mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
     return ClientDelta(mask, metrics, result.stopped_because)

@@ -18,6 +18,8 @@ from typing import Any
 
 PARTITIONINGS = ("iid", "dirichlet", "pathological")
 ORACLES = ("shokri", "lira")
+JUDGE_ATTACKS = ("loss", "shokri", "lira")
+"""The attacks of the server's judge (``fedforget.judge``); ``judge-attacks`` lists some, headline first."""
 UNLEARN_METHODS = ("forsaken", "gradient-ascent", "pga", "finetune", "retrain", "federaser")
 """Methods the Flower server runs (``docs/baselines.md``); sisa and amnesiac are library-only."""
 ACCURACY_BUDGETS = {"forsaken": 0.05, "finetune": 0.05}
@@ -64,6 +66,7 @@ class RunConfig:
     checkpoint_every: int = 0
     withdrawals: str = ""
     oracle: str = "shokri"
+    judge_attacks: str = "loss,shokri,lira"
     num_shadows: int = 4
     shadow_epochs: int = 0
     log_messages: int = 0
@@ -237,6 +240,17 @@ class RunConfig:
         _require(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, ">= 0")
         _require(self.oracle in ORACLES, "oracle", self.oracle, f"one of {', '.join(ORACLES)}")
         _require(self.num_shadows >= 2, "num-shadows", self.num_shadows, "an integer >= 2")
+        attacks = [a.strip() for a in self.judge_attacks.split(",")]
+        _require(
+            bool(attacks)
+            and all(a in JUDGE_ATTACKS for a in attacks)
+            and len(set(attacks)) == len(attacks)
+            and (attacks[0] != "lira" or self.num_shadows >= 3),
+            "judge-attacks",
+            self.judge_attacks,
+            f"a comma-separated list of distinct attacks from {', '.join(JUDGE_ATTACKS)}, the headline "
+            "first (lira needs num-shadows >= 3; with fewer shadows it is left out, so it cannot lead)",
+        )
         _require(
             self.oracle != "lira" or self.num_shadows >= 3,
             "num-shadows",

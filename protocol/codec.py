@@ -1,7 +1,8 @@
 """Encoding library objects as Flower records (part of the wire protocol both apps import).
 
-Only numbers travel: an oracle is an ``ArrayRecord`` of numpy arrays plus a ``ConfigRecord`` of
-scalars, never a pickle, so a client never executes code it receives.
+Only numbers travel: the judge is an ``ArrayRecord`` of numpy arrays plus a ``ConfigRecord`` of
+scalars and strings, never a pickle, so a client never executes code it receives. The judge travels
+only in ``query.judge``, never in an unlearning message.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
 
-from fedforget.mia import MembershipOracle, oracle_from_state
+from fedforget.judge import Judge
 
 
-def oracle_to_records(oracle: MembershipOracle) -> tuple[ArrayRecord, ConfigRecord]:
-    arrays, config = oracle.to_state()
+def judge_to_records(judge: Judge) -> tuple[ArrayRecord, ConfigRecord]:
+    """``(judge, judge-config)`` records of :meth:`fedforget.judge.Judge.to_state`."""
+    arrays, config = judge.to_state()
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}), ConfigRecord(
         dict(config)
     )
 
 
-def oracle_from_records(
+def judge_from_records(
     arrays: ArrayRecord, config: ConfigRecord, model_factory: Callable[[], torch.nn.Module]
-) -> MembershipOracle:
-    numeric = {k: arrays[k].numpy() for k in arrays}
-    return oracle_from_state(numeric, dict(config), model_factory)
+) -> Judge:
+    """The inverse of :func:`judge_to_records` (``model_factory``: the target's architecture)."""
+    return Judge.from_state({k: arrays[k].numpy() for k in arrays}, dict(config), model_factory)
 
 
 def ids_to_config(ids: Mapping[str, np.ndarray]) -> ConfigRecord:

@@ -8,11 +8,10 @@ it, is in :mod:`protocol.replies`.
 message type              in (server -> device)                       out (device -> server)
 ========================  ==========================================  =====================================
 ``train``                 ``arrays``, ``config``                      ``arrays``, ``metrics``
-``train.unlearn``         ``arrays``, ``oracle``, ``oracle-config``,  ``mask``, ``metrics``, ``info``
-                          ``config``
+``train.unlearn``         ``arrays``, ``config`` (never the judge)    ``mask``, ``metrics``, ``info``
 ``query.requests``        ``config``                                  ``requests``, ``ids``
-``query.membership``      ``model``, ``oracle``, ``oracle-config``,   ``decisions``, ``metrics``
-                          ``config``
+``query.judge``           ``model``, ``judge``, ``judge-config``,     ``calibration``, ``forget``,
+                          ``config``                                  ``metrics``
 ``query.receipt``         ``config``, ``receipt``                     ``done``
 ========================  ==========================================  =====================================
 """
@@ -23,13 +22,13 @@ from __future__ import annotations
 TRAIN = "train"
 UNLEARN = "train.unlearn"
 QUERY_REQUESTS = "query.requests"
-QUERY_MEMBERSHIP = "query.membership"
+QUERY_JUDGE = "query.judge"
 QUERY_RECEIPT = "query.receipt"
 
 # The ClientApp registers its handlers by the part after the dot (``@app.query("requests")``).
 UNLEARN_ACTION = "unlearn"
 REQUESTS_ACTION = "requests"
-MEMBERSHIP_ACTION = "membership"
+JUDGE_ACTION = "judge"
 RECEIPT_ACTION = "receipt"
 
 # ---------------------------------------------------------------------------- record keys
@@ -37,13 +36,14 @@ CONFIG = "config"
 ARRAYS = "arrays"
 METRICS = "metrics"
 MODEL = "model"
-ORACLE = "oracle"
-ORACLE_CONFIG = "oracle-config"
+JUDGE = "judge"
+JUDGE_CONFIG = "judge-config"
+CALIBRATION = "calibration"
+FORGET = "forget"
 MASK = "mask"
 INFO = "info"
 REQUESTS = "requests"
 IDS = "ids"
-DECISIONS = "decisions"
 RECEIPT = "receipt"
 DONE = "done"
 
@@ -55,10 +55,10 @@ CLIENT_SECONDS = "client-seconds"
 REQUEST_IDS = "request-ids"
 GRAINS = "grains"
 STATES = "states"
-MEMBER = "member"
 NUM_FORGET = "num-forget"
-MEMBERSHIP_METRICS = ("forget-accuracy", "retain-accuracy", "reference-accuracy", "attack-auc")
-"""The aggregate numbers every ``query.membership`` reply carries (besides ``num-forget``)."""
+CALIBRATION_SAMPLES = "calibration-samples"
+JUDGE_METRICS = ("forget-accuracy", "retain-accuracy", "reference-accuracy")
+"""The aggregate numbers every ``query.judge`` reply carries (besides ``num-forget``; NaN allowed)."""
 
 REQUEST_STATES = ("pending", "completed", "rejected")
 """The states a device reports for a request (``fedforget.request_store.STATES``)."""

@@ -27,14 +27,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from protocol import messages as m
 
 __all__ = [
-    "MembershipReply",
+    "JudgeReply",
     "ProtocolError",
     "ReceiptAck",
     "ReportedRequest",
     "RequestsReply",
     "TrainReply",
     "UnlearnReply",
-    "decode_membership",
+    "decode_judge",
     "decode_receipt_ack",
     "decode_requests",
     "decode_train",
@@ -79,11 +79,16 @@ class UnlearnReply:
 
 
 @dataclasses.dataclass(frozen=True)
-class MembershipReply:
-    """``query.membership``: the oracle's member decision per id, and the forget set's numbers."""
+class JudgeReply:
+    """``query.judge``: the device's calibration histograms and, when asked, its forget set's bins."""
 
     partition: int
-    decisions: dict[int, bool]
+    calibration: Any
+    """A :class:`fedforget.judge.ClientCalibration` (counts per bin, per attack)."""
+    ids: np.ndarray
+    """The forget samples' ids (empty when no forget set was asked)."""
+    bins: dict[str, np.ndarray]
+    """Per attack, the bin of each forget sample, in the order of ``ids``."""
     num_forget: float
     metrics: dict[str, float]
 
@@ -251,38 +256,64 @@ def decode_unlearn(reply: Message) -> UnlearnReply:
     return UnlearnReply(mask, metrics, seconds, _count(metrics, m.PARTITION_ID), guards, nbytes)
 
 
-@_decoder(m.QUERY_MEMBERSHIP)
-def decode_membership(
-    reply: Message, *, expected_ids: np.ndarray | None = None, expected_partition: int | None = None
-) -> MembershipReply:
-    """``decisions`` (``ids``, ``member`` as 0/1, equally long, ids unique) and ``metrics`` with
-    ``num-forget`` >= 0 and the four aggregate numbers. With ``expected_ids`` the decisions must
-    cover exactly those ids; with ``expected_partition`` the reply must be that partition's."""
-    _only(reply, (m.DECISIONS, m.METRICS))
-    decisions = _record(reply, m.DECISIONS, ConfigRecord)
-    ids, member = _ints(decisions, m.IDS), _ints(decisions, m.MEMBER)
-    if ids.size != member.size:
-        raise ProtocolError(f"{ids.size} ids but {member.size} member decisions")
-    if not np.isin(member, (0, 1)).all():
-        raise ProtocolError("member decisions are not 0/1")
-    if np.unique(ids).size != ids.size:
-        raise ProtocolError("some ids are judged twice")
-    if expected_ids is not None:
-        asked = np.unique(np.asarray(expected_ids, dtype=np.int64))
-        missing, extra = np.setdiff1d(asked, ids), np.setdiff1d(ids, asked)
-        if missing.size or extra.size:
-            raise ProtocolError(
-                f"judges other ids than asked ({missing.size} missing, e.g. {missing[:3].tolist()}; "
-                f"{extra.size} not asked, e.g. {extra[:3].tolist()})"
-            )
+@_decoder(m.QUERY_JUDGE)
+def decode_judge(
+    reply: Message,
+    *,
+    attacks: Collection[str],
+    expected_ids: np.ndarray | None = None,
+    expected_partition: int | None = None,
+) -> JudgeReply:
+    """``calibration`` (exactly ``members/<a>`` and ``nonmembers/<a>`` for every attack ``a`` of the
+    judge: :data:`fedforget.judge.NUM_BINS` non-negative integer counts each), ``metrics``
+    (``partition-id``, ``num-forget`` >= 0, the :data:`~protocol.messages.JUDGE_METRICS`) and, with
+    ``expected_ids``, ``forget``: ``ids`` covering exactly the asked ids once each and, per attack, one
+    bin in ``[0, NUM_BINS)`` per id. With ``expected_partition`` the reply must be that partition's."""
+    from fedforget.judge import NUM_BINS, ClientCalibration
+
+    _only(reply, (m.CALIBRATION, m.FORGET, m.METRICS))
+    counts, _ = _arrays(_record(reply, m.CALIBRATION, ArrayRecord), m.CALIBRATION)
+    wanted = {f"{side}/{a}" for side in ("members", "nonmembers") for a in attacks}
+    if set(counts) != wanted:
+        raise ProtocolError(f"calibration holds {sorted(counts)[:4]}, expected {sorted(wanted)[:4]}")
+    for key, value in counts.items():
+        if value.shape != (NUM_BINS,) or value.dtype.kind not in "iu" or (value < 0).any():
+            raise ProtocolError(f"calibration {key!r} is not {NUM_BINS} non-negative integer counts")
+    calibration = ClientCalibration.from_arrays(counts)
     metrics = _record(reply, m.METRICS, MetricRecord)
     partition = _count(metrics, m.PARTITION_ID)
     if expected_partition is not None and partition != expected_partition:
         raise ProtocolError(f"answers for partition {partition}, asked partition {expected_partition}")
-    values = {key: _number(metrics, key, finite=False) for key in m.MEMBERSHIP_METRICS}
-    return MembershipReply(
+    values = {key: _number(metrics, key, finite=False) for key in m.JUDGE_METRICS}
+    ids = np.empty(0, dtype=np.int64)
+    bins: dict[str, np.ndarray] = {}
+    if expected_ids is not None and len(expected_ids):
+        forget, _ = _arrays(_record(reply, m.FORGET, ArrayRecord), m.FORGET)
+        if set(forget) != {m.IDS, *attacks}:
+            raise ProtocolError(f"forget holds {sorted(forget)[:4]}, expected ids and {sorted(attacks)}")
+        ids = np.asarray(forget[m.IDS]).reshape(-1)
+        if ids.dtype.kind not in "iu":
+            raise ProtocolError("forget ids are not integers")
+        ids = ids.astype(np.int64)
+        if np.unique(ids).size != ids.size:
+            raise ProtocolError("some forget ids are scored twice")
+        asked = np.unique(np.asarray(expected_ids, dtype=np.int64))
+        missing, extra = np.setdiff1d(asked, ids), np.setdiff1d(ids, asked)
+        if missing.size or extra.size:
+            raise ProtocolError(
+                f"scores other ids than asked ({missing.size} missing, e.g. {missing[:3].tolist()}; "
+                f"{extra.size} not asked, e.g. {extra[:3].tolist()})"
+            )
+        for attack in attacks:
+            b = np.asarray(forget[attack]).reshape(-1)
+            if b.size != ids.size or b.dtype.kind not in "iu" or b.min() < 0 or b.max() >= NUM_BINS:
+                raise ProtocolError(f"forget bins of {attack!r} are not one bin in [0, {NUM_BINS}) per id")
+            bins[attack] = b.astype(np.int64)
+    return JudgeReply(
         partition=partition,
-        decisions={int(i): bool(d) for i, d in zip(ids, member, strict=True)},
+        calibration=calibration,
+        ids=ids,
+        bins=bins,
         num_forget=float(_count(metrics, m.NUM_FORGET)),
         metrics=values,
     )

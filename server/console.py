@@ -1,4 +1,8 @@
-"""The per-round table printed by the server (what a person watches during a run)."""
+"""The per-round table printed by the server (what a person watches during a run).
+
+``judge FR`` and ``judge AUC`` are the server judge's headline attack (``fedforget.judge``; ``-`` when
+FR is not measurable: the attack is at chance on the model, or no forget sample was judged a member).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ COLUMNS = (
     ("train-loss", "train loss", "{:>10.4f}"),
     ("clients", "clients", "{:>7}"),
     ("forget-accuracy", "forget acc", "{:>10.4f}"),
-    ("fr", "FR", "{:>6.3f}"),
-    ("attack-auc", "MIA AUC", "{:>7.3f}"),
+    ("fr", "judge FR", "{:>8.3f}"),
+    ("attack-auc", "judge AUC", "{:>9.3f}"),
     ("seconds", "seconds", "{:>7.2f}"),
 )
 

@@ -1,26 +1,31 @@
-"""The server's forgetting-rate evaluator.
+"""The server's forgetting-rate evaluator: withdrawal requests, and the judge of every round.
 
-* **Oracle**: trained once (``fedforget.mia.recipe.fit_oracle_for``, the recipe the benchmarks share),
-  when the first withdrawal request arrives, from shadow models on the
-  server's auxiliary data (``oracle``, ``num-shadows``, ``shadow-epochs`` in the run config; same
-  architecture and recipe as the global model). Its attack strength on the shadows' own in/out data
-  is logged.
 * **Requests**: each round the server asks every client for its withdrawal requests
   (``query.requests``); a new request goes into the server's ledger (``server/ledger.py``) and is
-  logged in ``withdrawals.json`` with its global ids.
-* **Before**: for a new request the owning client judges its forget set on the model *before*
-  unlearning (``query.membership``): B_T members, B_F non-members.
-* **Every round after**: the owner judges the forget set again on the new global model (A_F
-  non-members); FR = (A_F - B_F) / B_T (``fedforget.metrics.forgetting_rate``), with the forget,
-  retain and reference accuracies and the attack AUC, goes into the round's metrics row.
+  logged in ``withdrawals.json`` with its ids.
+* **The judge** (:mod:`fedforget.judge`, ``docs/forgetting-rate.md``): the attacks that score
+  forgetting, never sent in an unlearning message and never what a method steers or stops by
+  (devices steer by their own oracle, :mod:`fedforget.steer`). Until the first withdrawal the judge
+  is the loss attack alone (nothing to fit); at the first withdrawal the server fits the
+  ``judge-attacks`` (shadow *federations* on its own half of the auxiliary data, trained like the
+  target: :func:`fedforget.judge.fit_judge`).
+* **Calibration, every round**: every client scores its own retained (member) and held-out
+  (non-member) samples with the judge on the current global model and sends back score histograms,
+  counts only (``query.judge``). From them the server computes each attack's power on this model
+  (AUC with its lower 95% bound, TPR at 1% and 0.1% FPR, balanced accuracy) and its decision
+  threshold: one ``judge-power`` row per round in ``metrics.jsonl``.
+* **Before**: for new requests, the same query on the model *before* unlearning; the owners also
+  return the score bin of every forget sample: B_T members, B_F non-members per attack.
+* **Every round after**: the owners score the forget set again; per attack FR = (A_F - B_F) / B_T
+  with each model judged by the threshold calibrated on it, and the forget-vs-never-seen AUC. FR is
+  *not measurable* (``fr`` is None, ``fr-status`` says why) when the attack is at chance on either
+  model or B_T = 0. The row's ``fr`` and ``attack-auc`` are the headline attack's (``judge`` names
+  it); ``fr-<attack>`` and ``attack-auc-<attack>`` give every attack side by side.
 
-The server sends the oracle (numbers) and the model; the client answers with the sample ids of its
-forget set, the oracle's member / non-member decision for each, and aggregate numbers. No feature
-vector or label is sent, but ids, per-sample decisions and (``train.unlearn``) masks do leave the
-device, and a mask can reveal the samples it was computed from (``docs/privacy.md``).
-
+No feature vector or label is sent, but ids, score bins, histograms and (``train.unlearn``) masks do
+leave the device, and a mask can reveal the samples it was computed from (``docs/privacy.md``).
 Sample ids are global ids of the shared dataset (``client-data = shared``) or the device's own ids
-(``client-data = own``); decisions are therefore keyed by ``(partition, id)``.
+(``client-data = own``); forget samples are therefore keyed by ``(partition, id)``.
 """
 
 from __future__ import annotations
@@ -35,12 +40,20 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedforget.client_data import model_input_config
-from fedforget.metrics import forgetting_rate
-from fedforget.mia import MembershipOracle
-from fedforget.mia.recipe import fit_oracle_for
+from fedforget.judge import (
+    Judge,
+    JudgePower,
+    LossAttack,
+    ShadowFederationRecipe,
+    calibrate,
+    fit_judge,
+    forget_auc,
+    judge_aux_half,
+    judge_forget_set,
+)
 from protocol import messages as wire
-from protocol.codec import oracle_to_records
-from protocol.replies import ProtocolError, decode_membership, decode_receipt_ack, decode_requests
+from protocol.codec import judge_to_records
+from protocol.replies import ProtocolError, decode_judge, decode_receipt_ack, decode_requests
 from server.exchange import exchange
 from server.ledger import DELIVERED, RECEIVED, UNLEARNED, Key, ids_digest
 from server.setup import PreparedRun
@@ -59,9 +72,14 @@ class KnownRequest:
     round: int
     ids: np.ndarray
     before: dict[int, bool] | None = None
+    """The headline attack's member decision per id on the model before unlearning."""
     outcome: str = "pending"
     rounds_measured: list[int] = dataclasses.field(default_factory=list)
     receipt: dict[str, Any] | None = None
+    before_bins: dict[str, np.ndarray] | None = None
+    """Per judge attack, each forget sample's score bin on the model before unlearning (order of ids)."""
+    before_power: dict[str, JudgePower] | None = None
+    """Per judge attack, its calibration on the model before unlearning."""
 
     @property
     def key(self) -> Key:
@@ -79,6 +97,12 @@ class KnownRequest:
             "rounds": self.rounds_measured,
             "outcome": self.outcome,
             "receipt": self.receipt,
+            "before-bins": None
+            if self.before_bins is None
+            else {a: b.tolist() for a, b in self.before_bins.items()},
+            "before-power": None
+            if self.before_power is None
+            else {a: p.to_dict() for a, p in self.before_power.items()},
         }
 
     @classmethod
@@ -87,6 +111,7 @@ class KnownRequest:
         members = doc.get("before-members")
         judged = None if members is None else {int(i) for i in members}
         before = None if judged is None else {int(i): int(i) in judged for i in ids}
+        bins, power = doc.get("before-bins"), doc.get("before-power")
         return cls(
             str(doc["request-id"]),
             int(doc["client"]),
@@ -98,6 +123,8 @@ class KnownRequest:
             str(doc.get("outcome", "pending")),
             list(doc.get("rounds", [])),
             doc.get("receipt"),
+            None if bins is None else {a: np.asarray(b, dtype=np.int64) for a, b in bins.items()},
+            None if power is None else {a: JudgePower.from_dict(p) for a, p in power.items()},
         )
 
 
@@ -116,7 +143,8 @@ class ForgettingEvaluator:
     def __init__(self, run: PreparedRun) -> None:
         self.run = run
         self.requests: dict[Key, KnownRequest] = {}
-        self._oracle: MembershipOracle | None = None
+        self._judge: Judge | None = None
+        self._judge_fitted = False
         self._ignored: set[Key] = set()
         path = run.record.path / "withdrawals.json"
         if run.resume is not None and path.exists():
@@ -124,27 +152,56 @@ class ForgettingEvaluator:
                 known = KnownRequest.from_json(doc)
                 self.requests[known.key] = known
 
-    # ------------------------------------------------------------------ oracle
-    def oracle(self) -> MembershipOracle:
-        """The membership oracle, trained on first use and then reused."""
-        if self._oracle is None:
-            config, dataset = self.run.config, self.run.dataset
-            aux = self.run.split.aux_ids
-            start = time.perf_counter()
-            self._oracle = fit_oracle_for(config, dataset, self.run.split)
-            self.run.record.append_metrics(
-                {
-                    "phase": "oracle",
-                    "event": "oracle-trained",
-                    "oracle": config.oracle,
-                    "num-shadows": config.num_shadows,
-                    "shadow-epochs": config.effective_shadow_epochs,
-                    "aux-samples": len(aux),
-                    "threshold": self._oracle.threshold,
-                    "seconds": time.perf_counter() - start,
-                }
+    # ------------------------------------------------------------------ the judge
+    def judge(self) -> Judge:
+        """The judge as it stands: the loss attack alone until :meth:`fit_judge` has run."""
+        if self._judge is None:
+            self._judge = Judge({"loss": LossAttack()}, "loss")
+        return self._judge
+
+    def fit_judge(self) -> Judge:
+        """Fit the ``judge-attacks`` once (shadow federations on the judge's half of the auxiliary
+        data, seeded apart from the run); logged as ``judge-trained``. Reused afterwards."""
+        if self._judge_fitted:
+            return self.judge()
+        config, dataset = self.run.config, self.run.dataset
+        attacks = [a.strip() for a in config.judge_attacks.split(",")]
+        skipped = [a for a in attacks if a == "lira" and config.num_shadows < 3]
+        attacks = [a for a in attacks if a not in skipped]  # LiRA needs OUT shadows for every sample
+        start = time.perf_counter()
+        if attacks == ["loss"]:
+            self._judge = Judge({"loss": LossAttack()}, "loss")
+        else:
+            from fedforget.mia.recipe import oracle_model_factory
+
+            aux = np.asarray(self.run.split.aux_ids, dtype=np.int64)
+            if len(aux) < 2:
+                raise ValueError("the judge's shadow federations need auxiliary data: aux-fraction is 0")
+            judge_ids, _ = judge_aux_half(aux, config.seed)
+            recipe = ShadowFederationRecipe.for_run(
+                config, self.run.split, num_federations=config.num_shadows
             )
-        return self._oracle
+            self._judge = fit_judge(
+                oracle_model_factory(config, dataset),
+                dataset.x_train[judge_ids],
+                dataset.y_train[judge_ids],
+                recipe,
+                attacks=attacks,
+                headline=attacks[0],
+            )
+        self._judge_fitted = True
+        self.run.record.append_metrics(
+            {
+                "phase": "judge",
+                "event": "judge-trained",
+                "judge": self._judge.headline,
+                "attacks": list(self._judge.names),
+                "skipped": [f"{a}: needs num-shadows >= 3" for a in skipped],
+                "shadow-federations": config.num_shadows if attacks != ["loss"] else 0,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        return self._judge
 
     def message_config(self, server_round: int) -> dict[str, Any]:
         return message_config(self.run, server_round)
@@ -372,106 +429,222 @@ class ForgettingEvaluator:
 
     # ------------------------------------------------------------------ measuring
     def query(
-        self, grid: Grid, arrays: ArrayRecord, server_round: int, requests: Iterable[KnownRequest]
+        self,
+        grid: Grid,
+        arrays: ArrayRecord,
+        server_round: int,
+        requests: Iterable[KnownRequest],
+        *,
+        model_label: str = "global",
     ) -> dict[str, Any]:
-        """Membership decisions + metrics of the given requests, grouped per owning client.
+        """One judge query on ``arrays``: every node calibrates, the owners of ``requests`` score their
+        forget sets. Logs the ``judge-power`` row (``model_label`` says which model it is about).
 
-        Decisions of a node that failed, or whose reply did not decode
-        (:func:`protocol.replies.decode_membership`: it must judge exactly the ids asked, for the
-        requests' partition), are missing; ``failed-nodes`` lists such nodes.
+        Returns ``power`` (attack -> :class:`JudgePower`, ``None`` when no node answered), ``bins``
+        (request key -> attack -> bin per id, in the order of the request's ids), the owners' forget /
+        retain / reference accuracies weighted by forget-set size, and ``failed-nodes``: nodes that
+        failed or whose reply did not decode (:func:`protocol.replies.decode_judge`).
         """
-        oracle_arrays, oracle_config = oracle_to_records(self.oracle())
+        judge = self.judge()
+        judge_record, judge_config = judge_to_records(judge)
         by_node: dict[int, list[KnownRequest]] = {}
         for r in requests:
             by_node.setdefault(r.node_id, []).append(r)
+        nodes = sorted(set(grid.get_node_ids()) | set(by_node))
         messages = []
-        for node_id, items in by_node.items():
+        for node_id in nodes:
+            items = by_node.get(node_id, [])
             content = RecordDict(
                 {
-                    "model": arrays,
-                    "oracle": oracle_arrays,
-                    "oracle-config": oracle_config,
-                    "config": ConfigRecord(
-                        {**self.message_config(server_round), "request-ids": [r.request_id for r in items]}
+                    wire.MODEL: arrays,
+                    wire.JUDGE: judge_record,
+                    wire.JUDGE_CONFIG: judge_config,
+                    wire.CONFIG: ConfigRecord(
+                        {**self.message_config(server_round), wire.REQUEST_IDS: [r.request_id for r in items]}
                     ),
                 }
             )
-            messages.append(Message(content, dst_node_id=node_id, message_type=wire.QUERY_MEMBERSHIP))
+            messages.append(Message(content, dst_node_id=node_id, message_type=wire.QUERY_JUDGE))
         got = exchange(grid, messages, QUERY_TIMEOUT_S)
-        self.log_failures(server_round, wire.QUERY_MEMBERSHIP, got.failures)
+        self.log_failures(server_round, wire.QUERY_JUDGE, got.failures)
         failed = set(got.failures)
-        decisions: dict[tuple[int, int], bool] = {}  # (partition, id): ids are per device in own mode
+        calibrations = []
+        bins: dict[Key, dict[str, np.ndarray]] = {}
         metrics: dict[str, list[tuple[float, float]]] = {}
         for node, reply in got.replies.items():
-            partition = by_node[node][0].partition_id
-            asked = np.concatenate([r.ids for r in by_node[node]])
+            items = by_node.get(node, [])
+            asked = np.concatenate([r.ids for r in items]) if items else None
             try:
-                answer = decode_membership(reply, expected_ids=asked, expected_partition=partition)
+                answer = decode_judge(
+                    reply,
+                    attacks=judge.names,
+                    expected_ids=asked,
+                    expected_partition=items[0].partition_id if items else None,
+                )
             except ProtocolError as error:
-                self.reject_reply(server_round, wire.QUERY_MEMBERSHIP, node, str(error))
+                self.reject_reply(server_round, wire.QUERY_JUDGE, node, str(error))
                 failed.add(node)
                 continue
-            decisions.update({(partition, i): member for i, member in answer.decisions.items()})
-            for key, value in answer.metrics.items():
-                metrics.setdefault(key, []).append((value, answer.num_forget))
+            calibrations.append(answer.calibration)
+            if items:
+                position = {int(i): k for k, i in enumerate(answer.ids)}
+                for r in items:
+                    order = np.asarray([position[int(i)] for i in r.ids], dtype=np.int64)
+                    bins[r.key] = {a: answer.bins[a][order] for a in judge.names}
+                for key, value in answer.metrics.items():
+                    metrics.setdefault(key, []).append((value, answer.num_forget))
+        power = calibrate(calibrations) if calibrations else None
+        self._log_power(server_round, power, model_label, len(calibrations))
         averaged = {k: _weighted(v) for k, v in metrics.items()}
-        return {"decisions": decisions, "failed-nodes": sorted(failed), **averaged}
+        return {"power": power, "bins": bins, "failed-nodes": sorted(failed), **averaged}
+
+    def _log_power(
+        self, server_round: int, power: dict[str, JudgePower] | None, model_label: str, nodes: int
+    ) -> None:
+        judge = self.judge()
+        row: dict[str, Any] = {
+            "round": server_round,
+            "phase": "judge",
+            "event": "judge-power",
+            "model": model_label,
+            "judge": judge.headline,
+            "nodes": nodes,
+        }
+        if power is not None:
+            row.update({a: power[a].summary() for a in judge.names if a in power})
+            headline = power.get(judge.headline)
+            if headline is not None:
+                row["measurable"] = bool(headline.measurable)
+        self.run.record.append_metrics(row)
 
     def record_before(
         self, grid: Grid, arrays: ArrayRecord, server_round: int, new: list[KnownRequest]
     ) -> tuple[dict[str, Any], list[KnownRequest]]:
-        """Judge requests' forget sets on the model before unlearning (B_T / B_F).
+        """Judge requests' forget sets on the model before unlearning (B_T / B_F under every attack).
 
-        Returns the summary over the requests whose owner answered, and those whose owner failed.
+        Fits the judge first (once). Returns the summary over the requests whose owner answered (the
+        headline's ``b-t`` / ``b-f``, ``b-t-<attack>`` for every attack, the headline's power), and
+        the requests whose owner failed.
         """
-        result = self.query(grid, arrays, server_round, new)
-        failed = [r for r in new if r.node_id in result["failed-nodes"]]
+        judge = self.fit_judge()
+        result = self.query(grid, arrays, server_round, new, model_label="before-unlearning")
+        power = result["power"]
+        failed = [r for r in new if r.node_id in result["failed-nodes"] or r.key not in result["bins"]]
         answered = [r for r in new if r not in failed]
         for r in failed:
-            r.before = None
+            r.before, r.before_bins, r.before_power = None, None, None
+        summary: dict[str, Any] = {"judge": judge.headline}
+        if power is None:
+            return summary, list(new)
         for r in answered:
-            r.before = {int(i): result["decisions"][(r.partition_id, int(i))] for i in r.ids}
-        members = sum(sum(r.before.values()) for r in answered if r.before)
+            r.before_bins = result["bins"][r.key]
+            r.before_power = power
+            member = power[judge.headline].is_member(r.before_bins[judge.headline])
+            r.before = {int(i): bool(m) for i, m in zip(r.ids, member, strict=True)}
         total = sum(len(r.ids) for r in answered)
+        for attack in judge.names:
+            members = sum(int(power[attack].is_member(r.before_bins[attack]).sum()) for r in answered)
+            summary[f"b-t-{attack}"] = members
+            if attack == judge.headline:
+                summary["b-t"], summary["b-f"] = members, total - members
+        summary["judge-auc"] = power[judge.headline].summary()["auc"]
+        summary["judge-measurable"] = bool(power[judge.headline].measurable)
+        summary.update({k: v for k, v in result.items() if k not in ("power", "bins", "failed-nodes")})
         self.write_withdrawals()
-        summary = {
-            "b-t": members,
-            "b-f": total - members,
-            **{k: v for k, v in result.items() if k not in ("decisions", "failed-nodes")},
-        }
         return summary, failed
 
     def active(self) -> list[KnownRequest]:
         """The requests FR is measured over: judged before unlearning, and unlearning or unlearned."""
-        return [r for r in self.requests.values() if r.before is not None and r.outcome != "pending"]
+        return [
+            r
+            for r in self.requests.values()
+            if r.before is not None and r.before_bins is not None and r.outcome != "pending"
+        ]
 
     def measure(self, grid: Grid, arrays: ArrayRecord, server_round: int) -> dict[str, Any]:
-        """FR and accuracies over every request unlearned so far, on the current global model.
+        """The judge on the current global model: its power (a ``judge-power`` row, every round) and,
+        over every request unlearned so far, FR and forget-vs-never-seen AUC under each attack.
 
         A round in which an owner fails reports no FR (``fr-missing`` lists the failed nodes).
         """
         active = self.active()
+        result = self.query(grid, arrays, server_round, active)
         if not active:
             return {}
-        result = self.query(grid, arrays, server_round, active)
-        if result["failed-nodes"]:
+        if result["failed-nodes"] and any(r.node_id in result["failed-nodes"] for r in active):
             return {"fr-missing": result["failed-nodes"]}
-        keys = [(r.partition_id, i) for r in active for i in (r.before or {})]
-        before = dict(enumerate(m for r in active for m in (r.before or {}).values()))
-        after = dict(enumerate(result["decisions"][key] for key in keys))
-        fr = forgetting_rate(before, after)
+        if result["power"] is None or any(r.key not in result["bins"] for r in active):
+            return {"fr-missing": result["failed-nodes"]}
+        row = self.judge_requests(active, result["power"], result["bins"])
         for r in active:
             if server_round not in r.rounds_measured:
                 r.rounds_measured.append(server_round)
         self.write_withdrawals()
-        return {
-            "fr": fr.fr,
-            "b-t": fr.b_t,
-            "b-f": fr.b_f,
-            "a-f": fr.a_f,
-            "num-forget": fr.n,
-            **{k: v for k, v in result.items() if k not in ("decisions", "failed-nodes")},
-        }
+        row.update({k: v for k, v in result.items() if k not in ("power", "bins", "failed-nodes")})
+        return row
+
+    def judge_requests(
+        self,
+        requests: list[KnownRequest],
+        power: dict[str, JudgePower],
+        bins: dict[Key, dict[str, np.ndarray]],
+    ) -> dict[str, Any]:
+        """FR, B_T / B_F / A_F and forget-vs-never-seen AUC of ``requests`` under every attack, on the
+        model ``power`` and ``bins`` were measured on, each against its own "before" calibration.
+
+        Requests unlearned in different attempts have different "before" models: their counts are
+        summed (``FR = (sum A_F - sum B_F) / sum B_T``); the FR is measured only when every group's is.
+        """
+        judge = self.judge()
+        row: dict[str, Any] = {"judge": judge.headline}
+        groups: dict[int, list[KnownRequest]] = {}
+        for r in requests:
+            groups.setdefault(id(r.before_power), []).append(r)
+        for attack in judge.names:
+            b_t = b_f = a_f = n = 0
+            statuses, reasons = [], []
+            for items in groups.values():
+                before_power = items[0].before_power or {}
+                if attack not in before_power or any(attack not in (r.before_bins or {}) for r in items):
+                    statuses.append("not-measurable")
+                    reasons.append(f"{attack} was not part of the judge before unlearning")
+                    continue
+                judged = judge_forget_set(
+                    before={attack: before_power[attack]},
+                    after={attack: power[attack]},
+                    before_bins={attack: np.concatenate([(r.before_bins or {})[attack] for r in items])},
+                    after_bins={attack: np.concatenate([bins[r.key][attack] for r in items])},
+                )[attack]
+                b_t, b_f, a_f, n = (
+                    b_t + judged.counts.b_t,
+                    b_f + judged.counts.b_f,
+                    a_f + judged.counts.a_f,
+                    n + judged.counts.n,
+                )
+                statuses.append(judged.status)
+                reasons.append(judged.reason)
+            measured = bool(statuses) and all(s == "measured" for s in statuses)
+            fr = (a_f - b_f) / b_t if measured and b_t else None
+            after = np.concatenate([bins[r.key][attack] for r in requests])
+            auc = forget_auc(power[attack], after)
+            row[f"fr-{attack}"] = fr
+            row[f"attack-auc-{attack}"] = auc if np.isfinite(auc) else None
+            row[f"fr-status-{attack}"] = "measured" if measured else "not-measurable"
+            if attack == judge.headline:
+                row.update(
+                    {
+                        "fr": fr,
+                        "fr-status": row[f"fr-status-{attack}"],
+                        "fr-reason": "; ".join(dict.fromkeys(reasons))[:500],
+                        "b-t": b_t,
+                        "b-f": b_f,
+                        "a-f": a_f,
+                        "num-forget": n,
+                        "attack-auc": row[f"attack-auc-{attack}"],
+                        "judge-auc": power[attack].summary()["auc"],
+                    }
+                )
+        return row
 
 
 def message_config(run: PreparedRun, server_round: int) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from flwr.serverapp import Grid
 
 from fedforget.attempt_rules import target_met
 from fedforget.crashpoints import crash_point
+from fedforget.judge import retrain_verdict
 from fedforget.verify import model_hash
 from server.attempt import Attempt, EvaluateGlobal, TrainRound
 from server.console import RoundTable
@@ -103,7 +104,10 @@ def handle_withdrawals(
     record.append_metrics(event)
     table.print_event(
         f"withdrawal {', '.join(r.request_id for r in requests)}: {event['num-forget']} samples; "
-        f"oracle judges {before['b-t']} member / {before['b-f']} non-member before unlearning"
+        f"judge ({before.get('judge')}) judges {before.get('b-t', '?')} member / "
+        f"{before.get('b-f', '?')} non-member before unlearning; its power on this model: AUC "
+        f"{_show(before.get('judge-auc'))}"
+        + ("" if before.get("judge-measurable") else " (at chance: FR will be reported as not measurable)")
     )
     state_before = arrays.to_torch_state_dict()
     checkpoint_before = f"unlearning-{server_round}-before"
@@ -144,13 +148,19 @@ def handle_withdrawals(
         "method": run.config.unlearn_method,
         "target": run.config.unlearn_target,
         "target-met": met,
+        "judge": last.get("judge"),
         "fr": last.get("fr"),
+        "fr-status": last.get("fr-status"),
+        "attack-auc": last.get("attack-auc"),
+        **{k: v for k, v in last.items() if k.startswith(("fr-", "attack-auc-")) and k != "fr-reason"},
+        "steer-fr": last.get("steer-fr"),
+        "steer-target-met": last.get("steer-target-met"),
         "b-t": members,
         "b-f": total - members,
         "a-f": last.get("a-f"),
         "test-accuracy-before": accuracy_before["test-accuracy"],
         "test-accuracy-after": last.get("test-accuracy"),
-        **{k: reference[k] for k in RECEIPT_REFERENCE if k in reference},
+        **{k: v for k, v in reference.items() if k in RECEIPT_REFERENCE or k.startswith("verdict")},
         "model-hash-before": model_hash(state_before),
         "model-hash-after": model_hash(state_after),
         "checkpoint-before": checkpoint_before,
@@ -240,7 +250,7 @@ def _excluded_before_training(
     return arrays
 
 
-RECEIPT_REFERENCE = ("fr-retrain", "attack-auc-retrain", "test-accuracy-retrain")
+RECEIPT_REFERENCE = ("fr-retrain", "attack-auc-retrain", "test-accuracy-retrain", "retrain-checkpoint")
 """What a receipt carries of the retrain reference (with ``retrain-reference = 1``)."""
 
 
@@ -271,21 +281,46 @@ def _retrain_reference(
         return {}
     if not reference:
         return {}
+    verdicts = retrain_verdict(unlearned=per_attack(last), retrained=per_attack(reference, suffix="-retrain"))
+    for attack, verdict in verdicts.items():
+        reference[f"verdict-{attack}"] = verdict["verdict"]
+        reference[f"verdict-reason-{attack}"] = verdict["reason"]
+    headline = last.get("judge")
+    reference["verdict"] = verdicts.get(headline, {}).get("verdict") if headline else None
     run.record.append_metrics(
         {"round": server_round, "phase": "unlearn", "event": "retrain-reference", **reference}
     )
-
-    def show(value: Any, digits: int = 3) -> str:
-        return "n/a" if value is None or value != value else f"{value:.{digits}f}"
-
     table.print_event(
         f"retrain reference ({reference['retrain-rounds']} rounds without the withdrawn data, "
-        f"{reference['retrain-seconds']:.1f}s): FR {show(reference.get('fr-retrain'))} "
-        f"(unlearned: {show(last.get('fr'))}), attack AUC {show(reference.get('attack-auc-retrain'))} "
-        f"(unlearned: {show(last.get('attack-auc'))}), test accuracy "
-        f"{show(reference['test-accuracy-retrain'], 4)} (unlearned: {show(last.get('test-accuracy'), 4)})"
+        f"{reference['retrain-seconds']:.1f}s; {reference.get('retrain-checkpoint')}): judge ({headline}) "
+        f"FR {_show(reference.get('fr-retrain'))} (unlearned: {_show(last.get('fr'))}), forget-vs-never-seen "
+        f"AUC {_show(reference.get('attack-auc-retrain'))} (unlearned: {_show(last.get('attack-auc'))}), "
+        f"test accuracy {_show(reference['test-accuracy-retrain'], 4)} "
+        f"(unlearned: {_show(last.get('test-accuracy'), 4)}); verdict: "
+        + ", ".join(f"{a} {v['verdict']}" for a, v in verdicts.items())
     )
     return reference
+
+
+def _show(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def per_attack(row: dict[str, Any], *, suffix: str = "") -> dict[str, dict[str, Any]]:
+    """``{attack: {"fr", "auc", "status"}}`` from a measured row's ``fr-<attack>{suffix}``,
+    ``attack-auc-<attack>{suffix}`` and ``fr-status-<attack>{suffix}`` (what ``retrain_verdict`` reads)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in row.items():
+        if key.startswith("fr-status-") and key.endswith(suffix):
+            attack = key[len("fr-status-") : len(key) - len(suffix)]
+            fr = row.get(f"fr-{attack}{suffix}")
+            auc = row.get(f"attack-auc-{attack}{suffix}")
+            out[attack] = {
+                "fr": float("nan") if fr is None else float(fr),
+                "auc": float("nan") if auc is None else float(auc),
+                "status": value,
+            }
+    return out
 
 
 def deliver_receipts(

@@ -10,11 +10,16 @@ forgetting targets"). With ``retrain-reference = 1`` the server, after every unl
    withdrawn so far (the model the federation would have had if they had never been there; the
    in-process FedAvg equals the Flower rounds up to float32 rounding when every client takes part
    in every round -- with ``clients-per-round`` > 0 it is an approximation, and says so);
-2. asks the owners to judge their forget sets on it with the same oracle (``query.membership``,
-   as every unlearning round's FR), against the same "before" decisions;
-3. records ``fr-retrain``, ``attack-auc-retrain``, ``forget-accuracy-retrain``,
-   ``test-accuracy-retrain``, ``retrain-rounds``, ``retrain-seconds`` in a metrics row
-   (``event`` = ``retrain-reference``) and in the receipt.
+2. saves the retrained model in the run record (``checkpoints/retrain-reference-<round>.pt``, named
+   in the receipt as ``retrain-checkpoint``) so that anyone can audit it;
+3. has the judge score it exactly as every unlearning round (``query.judge``: calibrated on the
+   retrained model itself, each forget sample against its "before" bin);
+4. records ``fr-retrain``, ``attack-auc-retrain`` (the headline attack's), ``fr-<attack>-retrain``,
+   ``attack-auc-<attack>-retrain`` and ``fr-status-<attack>-retrain`` for every attack,
+   ``forget-accuracy-retrain``, ``test-accuracy-retrain``, ``retrain-rounds``, ``retrain-seconds`` in a
+   metrics row (``event`` = ``retrain-reference``); ``server/requests.py`` adds the verdict per attack
+   (:func:`fedforget.judge.retrain_verdict`: retrain-equivalent, under- or over-forgetting) and puts
+   both in the receipt.
 
 A research instrument for simulations: the server process reads every client's partition to
 retrain, which a real deployment's server cannot (and must not) do. Off by default.
@@ -35,7 +40,7 @@ from server.setup import PreparedRun
 
 __all__ = ["retrain_reference"]
 
-_MEASURED = ("fr", "attack-auc", "forget-accuracy")
+_MEASURED = ("fr", "fr-status", "attack-auc", "forget-accuracy")
 
 
 def retrain_reference(
@@ -60,8 +65,13 @@ def retrain_reference(
         evaluate=False,
     )
     seconds = time.perf_counter() - start
+    checkpoint = f"retrain-reference-{server_round}"
+    run.record.save_named_checkpoint(checkpoint, retrained.state_dict)
+    run.record.save_named_checkpoint("retrain-reference", retrained.state_dict)  # the latest one
     measured = evaluator.measure(grid, ArrayRecord(retrained.state_dict), server_round)
-    row: dict[str, Any] = {f"{key}-retrain": measured.get(key) for key in _MEASURED}
+    keys = [*_MEASURED, *(k for k in measured if k.startswith(("fr-", "attack-auc-")) and k != "fr-reason")]
+    row: dict[str, Any] = {f"{key}-retrain": measured.get(key) for key in keys}
+    row["retrain-checkpoint"] = f"checkpoints/{checkpoint}.pt"
     row.update(
         {
             "test-accuracy-retrain": retrained.test_accuracy,

@@ -1,75 +1,53 @@
-"""Unlearning rounds on the server: ask the requesting clients for masks, check them, apply them.
+"""Unlearning rounds on the server: the attempt loop over the Flower Grid.
 
 This is the path of the client-side methods (``unlearn-method`` = forsaken, gradient-ascent, pga;
-the device computes a delta, ``clients/methods.py``); finetune and retrain run FedAvg rounds on the
-server instead (``server/server_methods.py``). Both end in the same :class:`UnlearningResult`.
+the device computes a delta, ``clients/methods.py``); finetune, retrain and federaser run FedAvg
+rounds on the server instead (``server/server_methods.py``). Both end in the same
+:class:`UnlearningResult`.
 
-For a batch of new withdrawal requests (several clients may withdraw in the same round):
+The loop is :func:`fedforget.unlearning_attempt.run_attempt` (the one the in-process benchmarks run
+too); :class:`GridTransport` is its transport here:
 
-1. each owning client gets the global model and the oracle (``train.unlearn``) and computes its
-   Forsaken mask locally (``clients/app.py``);
-2. every reply is decoded (:func:`protocol.replies.decode_unlearn`; it must be the partition the
-   requests belong to) and its mask validated (:func:`validate_mask`, ``server/validation.py``):
-   known parameter names, the parameter's shape, a floating dtype, only finite values, an L2 norm at
-   most ``max-mask-ratio`` times ``max(model norm, floor)``, and no parameter tensor shrunk by more
-   than that fraction of its norm; from the second round on, the node's summed masks of the attempt
-   pass the same rules against the model before the attempt. A bad reply or mask is rejected,
-   logged, and never touches the model;
-3. the accepted masks are **summed** onto the global model: ``w <- w + sum_k m_k``. Each client's mask
-   is that client's whole change for its own forget set, so averaging (FedAvg's rule) would shrink
-   every change by the number of withdrawing clients; summing applies each in full, which to first
-   order equals applying them one after another;
-4. the evaluator measures FR, accuracies and attack AUC on the new model; the round repeats, up to
-   ``unlearn-rounds`` times, until the target is met: ``unlearn-target=fr`` -> FR >= ``target-fr``;
-   ``unlearn-target=retrain`` -> forget-vs-reference attack AUC within 0.03 of 0.5. A device's
-   ``guard-*`` metrics of its first round (Forsaken's accuracies before the attempt) are sent back to
-   it in the later rounds, so its accuracy guard bounds the whole attempt, not each round. A round in
-   which every accepted mask is zero ends the attempt (the next round would repeat it);
-5. the attempt returns its **best** round's model (highest FR, or AUC closest to 0.5; event
-   ``unlearning-kept-round`` when that is not the last round), chosen among the rounds measured
-   since the last node failure (a failed node's masks leave the model, so the earlier rounds' models
-   are gone).
+* **asking**: each owning node gets the global model and the method's settings (``train.unlearn``:
+  ``request-ids``, ``unlearn-method``, ``unlearn-target``, ``target-fr``, ``forsaken-steps``, and from
+  the attempt's second round on its first round's ``guard-*`` accuracies, so that a device's accuracy
+  guard bounds the whole attempt). **No judge and no oracle travel in it**: a device steers by its
+  own oracle (:mod:`fedforget.steer`) and says in its reply whether that oracle finds the target met;
+* **validating**: a reply must decode (:func:`protocol.replies.decode_unlearn`) and be the requests'
+  partition's; the mask, and the node's summed masks against the model before the attempt, must
+  pass :func:`server.validation.validate_mask` (known trainable names, shapes, finite floats, an L2
+  norm bounded against a floor, no tensor cancelled);
+* **measuring**: the server's test accuracy and the judge's FR and AUC on the new model
+  (:meth:`server.evaluator.ForgettingEvaluator.measure`), logged and printed, never read by the loop.
 
-An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a mask that
-fails validation in any round drops out, every mask it sent in the attempt is taken back out of the
-model (``w <- w_before + sum over the other nodes``), and its requests stay open for a later attempt
-(``server/requests.py`` records that in the ledger).
+The accepted masks are **summed** onto the global model: ``w <- w + sum_k m_k`` (each client's mask
+is its whole change for its own forget set; averaging would shrink each by the number of withdrawing
+clients). An attempt is all-or-nothing per node: a node that dies, answers with an error or sends a
+mask that fails validation in any round drops out, every mask it sent in the attempt is taken back
+out of the model, and its requests stay open for a later attempt (``server/requests.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from fedforget.attempt_rules import BestRound, target_met
+from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
 from fedforget.verify import model_hash  # noqa: F401 - receipts' hash, re-exported
 from protocol import messages as wire
-from protocol.codec import oracle_to_records
 from protocol.replies import ProtocolError, decode_unlearn
 from server.attempt import Attempt, new_cost
 from server.console import RoundTable
 from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
 from server.exchange import exchange
 from server.server_methods import SERVER_METHODS, run_server_method
-from server.validation import MaskRejected, parameter_names, validate_mask
-
-
-def apply_masks(
-    state: Mapping[str, torch.Tensor], masks: list[Mapping[str, np.ndarray]]
-) -> dict[str, torch.Tensor]:
-    """``w + sum_k m_k`` for every masked parameter (others, and buffers, unchanged)."""
-    out = {k: v.clone() for k, v in state.items()}
-    for mask in masks:
-        for name, delta in mask.items():
-            out[name] = out[name] + torch.as_tensor(delta, dtype=out[name].dtype)
-    return out
+from server.validation import parameter_names, validate_mask
 
 
 def _nbytes(record: ArrayRecord) -> int:
@@ -92,174 +70,138 @@ class UnlearningResult:
     """``client-seconds``, ``bytes-sent``, ``unlearn-seconds`` summed over the attempt's rounds."""
 
 
-def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
-    """Unlearning rounds for ``requests``, tolerant of nodes that die or send bad masks.
+class GridTransport:
+    """The attempt's transport over the Flower Grid (module docstring)."""
 
-    Client-side methods (forsaken, gradient-ascent, pga: ``unlearn-method`` is sent in the message)
-    return a delta each, validated and summed as above. A node that fails (error reply, no reply,
-    rejected mask) in any round drops out of the attempt: its masks are taken back out of the model
-    and its requests are returned as not done. Server-side methods (finetune, retrain) run FedAvg
-    rounds through ``train_round`` (``server/server_methods.py``).
-    """
-    grid, run, evaluator, table = attempt.grid, attempt.run, attempt.evaluator, attempt.table
-    server_round, requests = attempt.server_round, attempt.requests
-    config, record = run.config, run.record
-    if config.unlearn_method in SERVER_METHODS:
-        model, failed_nodes, last, cost = run_server_method(attempt, arrays)
-        for r in requests:
-            if r.node_id in failed_nodes:
-                r.outcome, r.before = "pending", None
-        done = [r for r in requests if r.node_id not in failed_nodes]
-        return UnlearningResult(model, done, failed_nodes, last, cost)
-    trainable = parameter_names(run.model)
-    oracle_arrays, oracle_config = oracle_to_records(evaluator.oracle())
-    state_before = arrays.to_torch_state_dict()
-    by_node: dict[int, list[KnownRequest]] = {}
-    for r in requests:
-        by_node.setdefault(r.node_id, []).append(r)
-    applied: dict[int, dict[str, np.ndarray]] = {}  # node -> the sum of its accepted masks
-    failed: dict[int, str] = {}
-    row: dict[str, Any] = {}
-    cost = new_cost()
-    # a device's "guard-*" metrics of its first round go back to it in the later rounds: Forsaken's
-    # accuracy guard stays relative to the model before the attempt (clients/methods.py)
-    guards: dict[int, dict[str, float]] = {}
-    best = BestRound(config.unlearn_target)  # the round the attempt keeps (fedforget/attempt_rules.py)
-    for unlearn_round in range(1, config.unlearn_rounds + 1):
-        live = {n: items for n, items in by_node.items() if n not in failed}
-        if not live:
-            break
-        start = time.perf_counter()
+    def __init__(self, attempt: Attempt, by_node: dict[int, list[KnownRequest]]) -> None:
+        self.attempt, self.by_node = attempt, by_node
+        self.trainable = parameter_names(attempt.run.model)
+        self.started = time.perf_counter()
+        self.cost = new_cost()
+
+    def ask_for_masks(
+        self,
+        state: dict[str, torch.Tensor],
+        owners: Sequence[int],
+        *,
+        unlearn_round: int,
+        guards: Mapping[int, Mapping[str, float]],
+    ) -> MaskRound[int]:
+        attempt = self.attempt
+        run, config = attempt.run, attempt.run.config
+        self.started = time.perf_counter()
+        arrays = ensure_array_record(state)
         messages = []
-        for node_id, items in live.items():
+        for node_id in owners:
             msg_config = {
-                **message_config(run, server_round),
-                "request-ids": [r.request_id for r in items],
+                **message_config(run, attempt.server_round),
+                wire.REQUEST_IDS: [r.request_id for r in self.by_node[node_id]],
                 "unlearn-method": config.unlearn_method,
                 "unlearn-target": config.unlearn_target,
                 "target-fr": config.target_fr,
                 "forsaken-steps": config.forsaken_steps,
                 **guards.get(node_id, {}),
             }
-            content = RecordDict(
-                {
-                    "arrays": arrays,
-                    "oracle": oracle_arrays,
-                    "oracle-config": oracle_config,
-                    "config": ConfigRecord(msg_config),
-                }
-            )
+            content = RecordDict({wire.ARRAYS: arrays, wire.CONFIG: ConfigRecord(msg_config)})
             messages.append(Message(content, dst_node_id=node_id, message_type=wire.UNLEARN))
-        bytes_down = sum(_nbytes(arrays) + _nbytes(oracle_arrays) for _ in messages)
-        record.append_metrics(
+        bytes_down = _nbytes(arrays) * len(messages)
+        run.record.append_metrics(
             {
-                "round": server_round,
+                "round": attempt.server_round,
                 "phase": "unlearn",
                 "event": "unlearn-round-sent",
                 "sending-round": unlearn_round,
-                "nodes": sorted(live),
+                "nodes": sorted(owners),
             }
         )
-        failed_before = len(failed)  # a node failing now takes its masks out: the model changes
-        got = exchange(grid, messages, QUERY_TIMEOUT_S)
-        state = arrays.to_torch_state_dict()
-        accepted: list[dict[str, np.ndarray]] = []
-        client_seconds, bytes_up = 0.0, 0
-        for node, reason in got.failures.items():
-            failed[node] = f"client error: {reason[-300:]}"
-            _log_rejection(record, table, server_round, node, failed[node])
+        got = exchange(attempt.grid, messages, QUERY_TIMEOUT_S)
+        replies: dict[int, MaskReply] = {}
+        failures = {node: f"client error: {reason[-300:]}" for node, reason in got.failures.items()}
+        bytes_up = 0
         for node, reply in got.replies.items():
             try:
                 answer = decode_unlearn(reply)
-                partition = by_node[node][0].partition_id
+                partition = self.by_node[node][0].partition_id
                 if answer.partition != partition:
-                    raise MaskRejected(
+                    raise ProtocolError(
                         f"answers for partition {answer.partition}, asked partition {partition}"
                     )
-                mask = answer.mask
-                validate_mask(mask, state, trainable, config.max_mask_ratio)
-                total = dict(applied.get(node, {}))
-                for name, delta in mask.items():
-                    total[name] = total[name] + delta if name in total else delta.copy()
-                if node in applied:  # the attempt's whole change by this node, against the model before it
-                    validate_mask(total, state_before, trainable, config.max_mask_ratio)
-            except (ProtocolError, MaskRejected) as error:
-                failed[node] = str(error)
-                _log_rejection(record, table, server_round, node, str(error))
+            except ProtocolError as error:
+                failures[node] = str(error)
                 continue
-            accepted.append(mask)
-            guards.setdefault(node, answer.guards)
-            applied[node] = total
+            replies[node] = MaskReply(answer.mask, answer.metrics)
             bytes_up += answer.nbytes
-            client_seconds += answer.client_seconds
-        for node in failed:
-            applied.pop(node, None)
-            for r in by_node[node]:
-                r.outcome, r.before = "pending", None
-        arrays = ArrayRecord(apply_masks(state_before, list(applied.values())))
+        self.cost["bytes-sent"] += float(bytes_down + bytes_up)
+        return MaskRound(replies, failures, {"bytes-down": bytes_down, "bytes-up": bytes_up})
+
+    def validate(self, mask: Mapping[str, np.ndarray], state: dict[str, torch.Tensor]) -> None:
+        validate_mask(mask, state, self.trainable, self.attempt.run.config.max_mask_ratio)
+
+    def measure(self, state: dict[str, torch.Tensor], *, unlearn_round: int) -> dict[str, Any]:
+        attempt = self.attempt
+        arrays = ensure_array_record(state)
+        self.cost["unlearn-seconds"] += time.perf_counter() - self.started
         row = {
-            "round": server_round,
+            "round": attempt.server_round,
             "phase": "unlearn",
-            "unlearn-round": unlearn_round,
-            "method": config.unlearn_method,
-            "request-ids": [r.request_id for items in live.values() for r in items],
-            **attempt.evaluate_global(run, arrays),
-            "masks-accepted": len(accepted),
-            "masks-rejected": len(messages) - len(accepted),
-            "mask-l2": float(
-                math.sqrt(
-                    sum(float(np.square(d, dtype=np.float64).sum()) for m in accepted for d in m.values())
-                )
-            ),
-            "mask-nonzero": int(sum(int(np.count_nonzero(d)) for m in accepted for d in m.values())),
-            "bytes-down": bytes_down,
-            "bytes-up": bytes_up,
-            "client-seconds": client_seconds,
+            "method": attempt.run.config.unlearn_method,
+            "request-ids": attempt.request_ids,
+            **attempt.evaluate_global(attempt.run, arrays),
         }
-        cost["client-seconds"] += client_seconds
-        cost["bytes-sent"] += float(bytes_down + bytes_up)
-        cost["unlearn-seconds"] += time.perf_counter() - start
-        row.update(evaluator.measure(grid, arrays, server_round))
-        row["seconds"] = time.perf_counter() - start
-        record.append_metrics(row)
-        table.print_row({**row, "phase": f"unlearn{unlearn_round}"})
-        best.offer(unlearn_round, row, arrays, failed)
-        if target_met(config.unlearn_target, config.target_fr, row):
-            break
-        if accepted and row["mask-nonzero"] == 0 and len(failed) == failed_before:
-            # every device left the model as it was: the next round would start from the same model
-            # with the same seeds and data and repeat this one
+        row.update(attempt.evaluator.measure(attempt.grid, arrays, attempt.server_round))
+        return row
+
+    def log(self, row: dict[str, Any], *, event: str | None = None) -> None:
+        attempt = self.attempt
+        record, table = attempt.run.record, attempt.table
+        if event == "mask-rejected":
+            _log_rejection(record, table, attempt.server_round, int(row["node"]), str(row["reason"]))
+        elif event == "unlearning-stalled":
             record.append_metrics(
                 {
-                    "round": server_round,
+                    "round": attempt.server_round,
                     "phase": "unlearn",
                     "event": "unlearning-stalled",
-                    "unlearn-round": unlearn_round,
+                    "unlearn-round": row["unlearn-round"],
                 }
             )
-            table.print_event(f"unlearning round {unlearn_round} changed nothing: no further rounds")
-            break
-    kept = best.earlier(int(row.get("unlearn-round", 0)), failed)
-    if kept is not None:  # a later round made it worse (several devices' masks can undo each other)
-        number, arrays, best_row = kept
-        record.append_metrics(
-            {
-                "round": server_round,
-                "phase": "unlearn",
-                "event": "unlearning-kept-round",
-                "unlearn-round": number,
-                "last-unlearn-round": row.get("unlearn-round"),
-                "fr": best_row.get("fr"),
-                "attack-auc": best_row.get("attack-auc"),
-            }
-        )
-        table.print_event(
-            f"unlearning round {number} was the attempt's best: its model is kept "
-            f"(round {row.get('unlearn-round')} judged worse)"
-        )
-        row = best_row
-    done = [r for node, items in by_node.items() if node not in failed for r in items]
-    return UnlearningResult(arrays, done, failed, row, cost)
+            table.print_event(f"unlearning round {row['unlearn-round']} changed nothing: no further rounds")
+        else:
+            row["seconds"] = time.perf_counter() - self.started
+            self.cost["client-seconds"] += float(row.get("client-seconds", 0.0))
+            record.append_metrics(row)
+            table.print_row({**row, "phase": f"unlearn{row['unlearn-round']}"})
+
+
+def run_unlearning(attempt: Attempt, arrays: ArrayRecord) -> UnlearningResult:
+    """One unlearning attempt for ``attempt.requests`` (module docstring), tolerant of nodes that die
+    or send bad masks: a failed node's requests are returned as not done, nothing of it in the model.
+    Server-side methods (finetune, retrain, federaser) run FedAvg rounds through ``train_round``
+    (``server/server_methods.py``)."""
+    requests = attempt.requests
+    if attempt.run.config.unlearn_method in SERVER_METHODS:
+        model, failed_nodes, last, cost = run_server_method(attempt, arrays)
+        for r in requests:
+            if r.node_id in failed_nodes:
+                r.outcome, r.before = "pending", None
+        done = [r for r in requests if r.node_id not in failed_nodes]
+        return UnlearningResult(model, done, failed_nodes, last, cost)
+    by_node: dict[int, list[KnownRequest]] = {}
+    for r in requests:
+        by_node.setdefault(r.node_id, []).append(r)
+    transport = GridTransport(attempt, by_node)
+    result = run_attempt(
+        transport,
+        state_before=arrays.to_torch_state_dict(),
+        owners=list(by_node),
+        rounds=attempt.run.config.unlearn_rounds,
+    )
+    for node in result.failed:
+        for r in by_node[node]:
+            r.outcome, r.before = "pending", None
+    done = [r for node in result.done for r in by_node[node]]
+    last = dict(result.last)
+    return UnlearningResult(ensure_array_record(result.state), done, result.failed, last, transport.cost)
 
 
 def _log_rejection(record: Any, table: RoundTable, server_round: int, node: int, reason: str) -> None:

@@ -259,7 +259,7 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
             "unlearn-rounds": len(unlearned["rounds"]),
             "forsaken-steps": sum(r["steps"] for r in unlearned["rounds"]),
             "unlearning": unlearned["rounds"],
-            "kept-round": unlearned["kept-round"],
+            "steer-target-met": unlearned["steer-target-met"],
             "original-history": original.history,
         }
         case["bar"] = row_bar(case)

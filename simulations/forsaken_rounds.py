@@ -5,10 +5,11 @@ One attempt: client ``client`` withdraws ``forget_ids``. The loop is the federat
 is only its in-process transport:
 
 * asking for masks = the device's Forsaken call, :func:`fedforget.forsaken.on_device.unlearn_on_device`
-  (the ClientApp's call: same reference, retained subset, seeds and guard baseline);
+  (the ClientApp's call: same reference, retained subset, seeds and guard baseline), steered by the
+  device's own oracle (:mod:`fedforget.steer`), which also says whether the target is met;
 * validating = the server's rule (:func:`server.validation.validate_mask`, ``max-mask-ratio``);
-* measuring = the steering oracle's FR against its decisions ``before`` the attempt (and the attack AUC
-  with ``unlearn-target=retrain``), on the model after the round.
+* measuring = ``oracle`` (the benchmark's judge, never the steer): FR against its decisions ``before``
+  the attempt (and the attack AUC with ``unlearn-target=retrain``), on the model after the round.
 
 Used by ``simulations/forsaken_benchmark.py`` (and its panel) and ``simulations/paper_table.py``, so the
 two measure the same procedure as the server.
@@ -30,6 +31,7 @@ from fedforget.config import RunConfig
 from fedforget.forsaken.on_device import guard_name, unlearn_on_device
 from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
 from fedforget.mia import MembershipOracle
+from fedforget.steer import fit_steering_oracle, steer_report, steer_seed
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
 from server.validation import parameter_names, validate_mask
 
@@ -82,8 +84,15 @@ class _InProcess:
         owner = self.client.partition_id
         guard = guards.get(owner) or {}
         baseline = {k: guard[guard_name(k)] for k in forsaken.GUARDED} if guard else None
+        before = self.model_at(state)
+        steer = fit_steering_oracle(
+            before,
+            retained=self.retained,
+            heldout=self.reference,
+            seed=steer_seed(self.config.seed, self.server_round, owner),
+        )
         result = unlearn_on_device(
-            self.model_at(state),
+            before,
             forget=(self.x_forget, self.y_forget),
             reference=self.reference,
             retained=self.retained,
@@ -94,13 +103,23 @@ class _InProcess:
             target=self.config.unlearn_target,
             target_fr=self.config.target_fr,
             max_steps=self.config.forsaken_steps,
-            oracle=self.oracle,
+            oracle=steer,
             accuracy_baseline=baseline,
             overrides=self.overrides,
         )
         first = baseline if baseline is not None else {k: result.history[0][k] for k in forsaken.GUARDED}
         metrics = {guard_name(k): float(v) for k, v in first.items()}
         metrics["client-seconds"] = result.seconds
+        report = steer_report(
+            steer,
+            before=before,
+            after=forsaken.apply_mask(before, result.mask),
+            forget=(self.x_forget, self.y_forget),
+            heldout=self.reference,
+            target=self.config.unlearn_target,
+            target_fr=self.config.target_fr,
+        )
+        metrics.update(report.metrics())
         self.round_fields = {
             "steps": result.steps,
             "stopped-because": result.stopped_because,
@@ -154,9 +173,11 @@ def unlearn_like_the_federation(
     the federation has none). Returns ``model`` (the kept round's), ``before`` (the oracle's decisions
     on the original model), ``rounds`` (one row per measured round: ``unlearn-round``, ``steps``,
     ``stopped-because``, ``touched-fraction``, ``forsaken-seconds``, ``fr``; ``attack-auc`` with
-    ``retrain``; ``mask-rejected`` or ``unlearning-stalled`` on the round that ended it), ``seconds``
-    (wall time of the attempt, the oracle's decisions included, ``observe`` excluded) and
-    ``kept-round`` (the round kept when it is not the last measured one, else ``None``).
+    ``retrain``, measured by ``oracle``; ``steer-fr`` / ``steer-auc`` / ``steer-target-met`` of the
+    device's own oracle, which Forsaken steers by and the attempt stops on; ``mask-rejected`` or
+    ``unlearning-stalled`` on the round that ended it), ``seconds`` (wall time of the attempt,
+    ``oracle``'s decisions included, ``observe`` excluded) and ``steer-target-met`` (whether the attempt
+    ended because the device's oracle said the target was met).
     """
     start = time.perf_counter()
     transport = _InProcess(config, model, oracle, client, forget_ids, server_round, overrides, observe)
@@ -165,8 +186,6 @@ def unlearn_like_the_federation(
         state_before=model.state_dict(),
         owners=[client.partition_id],
         rounds=config.unlearn_rounds,
-        target=config.unlearn_target,
-        target_fr=config.target_fr,
     )
     seconds = time.perf_counter() - start - transport.observed
     return {
@@ -174,5 +193,5 @@ def unlearn_like_the_federation(
         "before": transport.before,
         "rounds": transport.rows,
         "seconds": seconds,
-        "kept-round": result.kept_round,
+        "steer-target-met": result.steer_target_met,
     }

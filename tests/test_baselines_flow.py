@@ -187,7 +187,7 @@ def test_a_client_refuses_to_compute_a_server_side_method(tmp_path: Path) -> Non
 
     assert CLIENT_METHODS == ("forsaken", "gradient-ascent", "pga")
     with pytest.raises(ValueError, match="computes only forsaken, gradient-ascent, pga"):
-        compute_delta("retrain", None, None, (np.zeros((1, 2)), np.zeros(1)), lambda: None)  # type: ignore[arg-type]
+        compute_delta("retrain", None, None, (np.zeros((1, 2)), np.zeros(1)))  # type: ignore[arg-type]
 
 
 def test_a_server_side_attempt_whose_round_fails_leaves_the_model_and_is_retried(

@@ -27,7 +27,7 @@ from fedforget.config import RunConfig
 from protocol import messages as wire
 from protocol.replies import (
     ProtocolError,
-    decode_membership,
+    decode_judge,
     decode_receipt_ack,
     decode_requests,
     decode_train,
@@ -120,11 +120,15 @@ def _unequal_lists(reply: Message) -> Message:
     return reply
 
 
-def _membership_missing_an_id(reply: Message) -> Message:
-    if reply.metadata.message_type == wire.QUERY_MEMBERSHIP and reply.metadata.src_node_id == 100:
-        decisions = reply.content[wire.DECISIONS]
-        reply.content[wire.DECISIONS] = ConfigRecord(
-            {wire.IDS: list(decisions[wire.IDS])[1:], wire.MEMBER: list(decisions[wire.MEMBER])[1:]}
+def _judge_reply_missing_an_id(reply: Message) -> Message:
+    if (
+        reply.metadata.message_type == wire.QUERY_JUDGE
+        and reply.metadata.src_node_id == 100
+        and wire.FORGET in reply.content
+    ):
+        forget = reply.content[wire.FORGET]
+        reply.content[wire.FORGET] = ArrayRecord(
+            {k: Array(np.ascontiguousarray(forget[k].numpy()[1:])) for k in forget}
         )
     return reply
 
@@ -161,7 +165,7 @@ def _same_partition_twice() -> Callable[[Message], Message]:
     ("tamper", "event", "reason"),
     [
         (_unequal_lists, "reply-rejected", "lists of unequal length"),
-        (_membership_missing_an_id, "reply-rejected", "judges other ids than asked (1 missing"),
+        (_judge_reply_missing_an_id, "reply-rejected", "scores other ids than asked (1 missing"),
         (_unlearn_without_metrics, "mask-rejected", "no 'metrics' record"),
         (_same_partition_twice(), "claim-refused", "bound to node 100"),
         (_no_examples, "round-without-data", None),
@@ -264,7 +268,8 @@ DECODERS: dict[str, Callable[..., Any]] = {
     wire.TRAIN: decode_train,
     wire.UNLEARN: decode_unlearn,
     wire.QUERY_REQUESTS: decode_requests,
-    wire.QUERY_MEMBERSHIP: decode_membership,
+    # the first judge query (round 1) is the loss attack alone, before the judge is fitted
+    wire.QUERY_JUDGE: lambda reply: decode_judge(reply, attacks=("loss",)),
     wire.QUERY_RECEIPT: decode_receipt_ack,
 }
 

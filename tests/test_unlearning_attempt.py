@@ -14,10 +14,17 @@ from fedforget.unlearning_attempt import MaskReply, MaskRound, apply_masks, run_
 
 class Scripted:
     """Each owner sends ``plan[owner][round - 1]`` (a number: the mask value, or a str: a failure);
-    a round is measured as FR = the weight's value."""
+    an owner's steer says the target is met from round ``met[owner]`` on; the judge (``measure``)
+    reports FR = the weight's value, or ``judge_fr`` when given."""
 
-    def __init__(self, plan: dict[int, list[Any]], max_abs: float = 10.0) -> None:
-        self.plan, self.max_abs = plan, max_abs
+    def __init__(
+        self,
+        plan: dict[int, list[Any]],
+        max_abs: float = 10.0,
+        met: dict[int, int] | None = None,
+        judge_fr: float | None = None,
+    ) -> None:
+        self.plan, self.max_abs, self.met, self.judge_fr = plan, max_abs, met or {}, judge_fr
         self.events: list[tuple[str | None, dict[str, Any]]] = []
         self.guards_seen: list[dict[int, dict[str, float]]] = []
 
@@ -36,7 +43,13 @@ class Scripted:
             if isinstance(step, str):
                 failures[owner] = step
             else:
-                metrics = {"guard-retain-acc": 0.9 + unlearn_round, "client-seconds": 1.0}
+                met = unlearn_round >= self.met.get(owner, 99)
+                metrics = {
+                    "guard-retain-acc": 0.9 + unlearn_round,
+                    "client-seconds": 1.0,
+                    "steer-fr": 0.5,
+                    "steer-target-met": float(met),
+                }
                 replies[owner] = MaskReply({"w": np.full(1, step, dtype=np.float32)}, metrics)
         return MaskRound(replies, failures, {"bytes-down": 8})
 
@@ -45,27 +58,26 @@ class Scripted:
             raise ValueError("mask too large")
 
     def measure(self, state: dict[str, torch.Tensor], *, unlearn_round: int) -> dict[str, Any]:
-        return {"fr": float(state["w"][0])}
+        return {"fr": float(state["w"][0]) if self.judge_fr is None else self.judge_fr}
 
     def log(self, row: dict[str, Any], *, event: str | None = None) -> None:
         self.events.append((event, dict(row)))
 
 
-def attempt(transport: Scripted, owners: list[int], rounds: int = 3, target_fr: float = 0.9) -> Any:
+def attempt(transport: Scripted, owners: list[int], rounds: int = 3) -> Any:
     return run_attempt(
         transport,
         state_before={"w": torch.zeros(1), "buffer": torch.ones(1)},
         owners=owners,
         rounds=rounds,
-        target="fr",
-        target_fr=target_fr,
     )
 
 
-def test_masks_of_several_owners_are_summed_and_the_target_stops_the_attempt() -> None:
-    transport = Scripted({1: [0.25, 0.25, 0.25], 2: [0.25, 0.25, 0.25]})
+def test_masks_of_several_owners_are_summed_and_the_devices_steer_stops_the_attempt() -> None:
+    transport = Scripted({1: [0.25, 0.25, 0.25], 2: [0.25, 0.25, 0.25]}, met={1: 1, 2: 2})
     result = attempt(transport, [1, 2])
-    assert [r["fr"] for r in result.rows] == [0.5, 1.0]  # stopped at round 2: FR 1.0 >= 0.9
+    assert [r["fr"] for r in result.rows] == [0.5, 1.0]  # stopped at round 2: both steers say "met"
+    assert [r["steer-target-met"] for r in result.rows] == [False, True] and result.steer_target_met
     assert result.done == [1, 2] and result.failed == {}
     assert float(result.state["w"][0]) == 1.0 and float(result.state["buffer"][0]) == 1.0
     assert result.rows[0]["bytes-down"] == 8 and result.rows[0]["masks-accepted"] == 2
@@ -101,12 +113,14 @@ def test_zero_masks_stall_the_attempt() -> None:
     assert [e for e, _ in transport.events] == [None, "unlearning-stalled"]
 
 
-def test_the_best_round_is_kept_when_a_later_one_is_worse() -> None:
-    transport = Scripted({1: [0.6, -0.4, 0.1]})
+def test_the_judge_never_stops_the_attempt_nor_picks_its_round() -> None:
+    """The judge says FR 1.0 every round; no device's steer says the target is met: all rounds run."""
+    transport = Scripted({1: [0.6, -0.4, 0.1]}, judge_fr=1.0)
     result = attempt(transport, [1], rounds=3)
-    assert result.kept_round == 1 and result.last["fr"] == pytest.approx(0.6)
-    assert float(result.state["w"][0]) == pytest.approx(0.6)
-    assert transport.events[-1][0] == "unlearning-kept-round"
+    assert len(result.rows) == 3 and not result.steer_target_met
+    # the last round's model, not the one after round 1 (which a judge-picked "best round" would keep)
+    assert float(result.state["w"][0]) == pytest.approx(0.3)
+    assert "unlearning-kept-round" not in [e for e, _ in transport.events]
 
 
 def test_apply_masks_leaves_the_input_alone() -> None:
@@ -118,3 +132,9 @@ def test_apply_masks_leaves_the_input_alone() -> None:
 def test_at_least_one_round() -> None:
     with pytest.raises(ValueError, match="at least one round"):
         attempt(Scripted({1: []}), [1], rounds=0)
+
+
+def test_the_target_steer_of_every_live_owner_is_needed() -> None:
+    transport = Scripted({1: [0.1, 0.1, 0.1], 2: [0.1, 0.1, 0.1]}, met={1: 1})
+    result = attempt(transport, [1, 2])
+    assert len(result.rows) == 3 and not result.steer_target_met

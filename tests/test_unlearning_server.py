@@ -8,14 +8,9 @@ import torch
 
 from fedforget import data, models
 from fedforget.attempt_rules import target_met
-from server.unlearning import (
-    MaskRejected,
-    apply_masks,
-    model_hash,
-    parameter_names,
-    validate_mask,
-)
-from server.validation import UpdateRejected, validate_update
+from fedforget.unlearning_attempt import apply_masks
+from fedforget.verify import model_hash
+from server.validation import MaskRejected, UpdateRejected, parameter_names, validate_mask, validate_update
 
 
 @pytest.fixture()

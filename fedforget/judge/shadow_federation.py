@@ -103,10 +103,13 @@ class ShadowFederationRecipe:
         cls, config: RunConfig, split: Split, *, num_federations: int = 4, max_in_samples: int = 0
     ) -> ShadowFederationRecipe:
         """The recipe of a run: its clients' training sizes (``split``), rounds, local epochs, SGD
-        recipe, and ``config.seed`` (the judge derives its own streams from it, see the module doc)."""
+        recipe, and ``config.seed`` (the judge derives its own streams from it, see the module doc).
+        A split without client parts (``client-data = own``: the server knows no device's size) gives
+        ``num-clients`` equal shares."""
+        sizes = tuple(len(c.train_ids) for c in split.clients) or (1,) * config.num_clients
         return cls(
             num_federations=num_federations,
-            client_sizes=tuple(len(c.train_ids) for c in split.clients),
+            client_sizes=sizes,
             rounds=config.num_rounds,
             local_epochs=config.local_epochs,
             learning_rate=config.learning_rate,
