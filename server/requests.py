@@ -313,6 +313,8 @@ def per_attack(row: dict[str, Any], *, suffix: str = "") -> dict[str, dict[str, 
     for key, value in row.items():
         if key.startswith("fr-status-") and key.endswith(suffix):
             attack = key[len("fr-status-") : len(key) - len(suffix)]
+            if not attack:  # the headline's own fr-status: not an attack
+                continue
             fr = row.get(f"fr-{attack}{suffix}")
             auc = row.get(f"attack-auc-{attack}{suffix}")
             out[attack] = {

@@ -54,7 +54,6 @@ from fedforget import data, models, training
 from fedforget.client_data import split_for
 from fedforget.config import RunConfig
 from fedforget.device import Device
-from fedforget.mia.recipe import fit_oracle_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1, 2, 4, 8, 16)
@@ -117,7 +116,6 @@ def one_mask(
     state: dict[str, torch.Tensor],
     method: str,
     ids: np.ndarray,
-    oracle: Any,
     store: Path,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The mask the device sends for withdrawing ``ids`` (a fresh store: nothing else withdrawn), and
@@ -131,7 +129,7 @@ def one_mask(
     _, x, y = device.forget_set([stored.request_id])
     message = ConfigRecord({"request-ids": [stored.request_id], "unlearn-method": method})
     mixed = np.concatenate([ids, decoys(setup, [stored.request_id], len(ids))])
-    result = compute_delta(method, setup, message, (x, y), lambda: oracle)
+    result = compute_delta(method, setup, message, (x, y))  # Forsaken steers by the device's own oracle
     return result.mask, mixed
 
 
@@ -181,7 +179,6 @@ def run(
             base = _run_config(model, 1, seed)
             state = _global_model(base, epochs)
             names = [n for n, _ in models.build_model(model, data.load(base).info).named_parameters()]
-            oracle = fit_oracle_for(base, data.load(base), split_for(base))
             pool = Device.open(base, 0, Path(tmp) / "probe.sqlite").data
             rng = np.random.default_rng([seed, 7])
             for method in methods:
@@ -192,7 +189,7 @@ def run(
                     for t in range(trials):
                         ids = np.sort(rng.choice(pool.train_ids, size=n, replace=False))
                         store = Path(tmp) / f"{model}-{method}-{kind}-{n}-{floor}-{t}.sqlite"
-                        mask, mixed = one_mask(config, state, method, ids, oracle, store)
+                        mask, mixed = one_mask(config, state, method, ids, store)
                         x_hat, y_hat = reconstruct(mask, names)
                         _, xs, ys = pool.subset(ids)
                         _, x_mix, y_mix = pool.subset(np.sort(mixed))

@@ -24,7 +24,7 @@ def trained() -> dict:
 
 def _attack(trained: dict, floor: int, ids: np.ndarray, tmp_path: Path) -> tuple[float, bool, int]:
     config = _run_config("logreg", floor, 0)
-    mask, mixed = one_mask(config, trained, "gradient-ascent", ids, None, tmp_path / f"s{floor}.sqlite")
+    mask, mixed = one_mask(config, trained, "gradient-ascent", ids, tmp_path / f"s{floor}.sqlite")
     names = [n for n, _ in models.build_model("logreg", data.load(config).info).named_parameters()]
     x_hat, y_hat = reconstruct(mask, names)
     _, x, y = Device.open(config, 0, tmp_path / "probe.sqlite").data.subset(ids)
