@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # The demo's story: 5 clients train; before round 3 client 0 withdraws 10% of its samples; Forsaken
 # unlearns them; the server also retrains without them to show where a model that never saw them lands
 # (retrain-reference); training goes on. Override with e.g. make demo ARGS="--dataset mnist".
-ARGS ?= --set withdrawals=3:0:samples:0.1 retrain-reference=1
+ARGS ?= --dataset memorise --set withdrawals=3:0:samples:0.1 retrain-reference=1
 
 demo: setup
 	$(PY) -m simulations.run $(ARGS)

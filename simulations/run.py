@@ -137,18 +137,26 @@ def summary_lines(record: RunRecord) -> list[str]:
         for request in record.read_json("withdrawals.json")["requests"]:
             receipt = request.get("receipt") or {}
             fr = receipt.get("fr")
-            fr_text = "-" if fr is None else f"{fr:.3f}"
+            judge = receipt.get("judge", "?")
+            fr_text = (
+                f"judge ({judge}) FR {fr:.3f}"
+                if fr is not None
+                else f"judge ({judge}) FR not measurable (the attack is at chance or judged no member)"
+            )
             before = receipt.get("test-accuracy-before", float("nan"))
             after = receipt.get("test-accuracy-after", float("nan"))
             reference = receipt.get("fr-retrain")
             reference_text = (
                 "" if reference is None else f"; a model retrained without them: FR {reference:.3f}"
             )
+            verdict = receipt.get("verdict")
+            verdict_text = "" if verdict is None else f"; against retraining: {verdict}"
             lines.append(
                 f"withdrawal {request['request-id']} ({request['num-ids']} samples of client "
                 f"{request['client']}): {request['outcome']} in {receipt.get('unlearn-rounds', 0)} "
-                f"unlearning round(s); FR {fr_text} ({receipt.get('b-t')} of {request['num-ids']} judged "
-                f"members before{reference_text}); test accuracy {before:.4f} -> {after:.4f} by unlearning"
+                f"unlearning round(s); {fr_text} ({receipt.get('b-t')} of {request['num-ids']} judged "
+                f"members before{reference_text}{verdict_text}); test accuracy {before:.4f} -> {after:.4f} "
+                "by unlearning"
             )
     return lines
 
