@@ -561,14 +561,16 @@ class ForgettingEvaluator:
             if r.before is not None and r.before_bins is not None and r.outcome != "pending"
         ]
 
-    def measure(self, grid: Grid, arrays: ArrayRecord, server_round: int) -> dict[str, Any]:
+    def measure(
+        self, grid: Grid, arrays: ArrayRecord, server_round: int, *, model_label: str = "global"
+    ) -> dict[str, Any]:
         """The judge on the current global model: its power (a ``judge-power`` row, every round) and,
         over every request unlearned so far, FR and forget-vs-never-seen AUC under each attack.
 
         A round in which an owner fails reports no FR (``fr-missing`` lists the failed nodes).
         """
         active = self.active()
-        result = self.query(grid, arrays, server_round, active)
+        result = self.query(grid, arrays, server_round, active, model_label=model_label)
         if not active:
             return {}
         if result["failed-nodes"] and any(r.node_id in result["failed-nodes"] for r in active):

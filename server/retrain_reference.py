@@ -68,7 +68,9 @@ def retrain_reference(
     checkpoint = f"retrain-reference-{server_round}"
     run.record.save_named_checkpoint(checkpoint, retrained.state_dict)
     run.record.save_named_checkpoint("retrain-reference", retrained.state_dict)  # the latest one
-    measured = evaluator.measure(grid, ArrayRecord(retrained.state_dict), server_round)
+    measured = evaluator.measure(
+        grid, ArrayRecord(retrained.state_dict), server_round, model_label="retrain-reference"
+    )
     keys = [*_MEASURED, *(k for k in measured if k.startswith(("fr-", "attack-auc-")) and k != "fr-reason")]
     row: dict[str, Any] = {f"{key}-retrain": measured.get(key) for key in keys}
     row["retrain-checkpoint"] = f"checkpoints/{checkpoint}.pt"
