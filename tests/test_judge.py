@@ -436,3 +436,21 @@ def test_device_oracle_is_another_family_fitted_on_device_data_only(fed):
         DeviceOracle.fit([], x, y)
     with pytest.raises(ValueError, match="non-members"):
         fit_device_oracle(model, members=(x[t0], y[t0]), nonmembers=(x[h0][:2], y[h0][:2]))
+
+
+def test_a_device_without_retained_samples_calibrates_with_an_empty_member_side() -> None:
+    """A device that withdrew all its data still answers the judge query (it failed every round before)."""
+    from fedforget.judge import Judge, LossAttack, calibrate, client_calibration
+
+    rng = np.random.default_rng(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    judge = Judge({"loss": LossAttack()})
+
+    def pair(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n)
+
+    empty = client_calibration(judge, model, retained=pair(0), heldout=pair(20))
+    assert empty.members["loss"].counts.sum() == 0 and empty.nonmembers["loss"].counts.sum() == 20
+    other = client_calibration(judge, model, retained=pair(30), heldout=pair(20))
+    merged = calibrate([empty, other])["loss"]
+    assert merged.summary()["num-members"] == 30 and merged.summary()["num-nonmembers"] == 40

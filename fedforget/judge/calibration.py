@@ -129,12 +129,16 @@ def client_calibration(
 
     ``retained``: the client's training samples the current ``model`` was trained on (not the forget
     set); ``heldout``: its samples no model was trained on. Each side is subsampled (seeded by
-    ``seed``) to at most ``max_samples`` (0 = all).
+    ``seed``) to at most ``max_samples`` (0 = all); an empty side gives empty histograms.
     """
-    xm, ym = _cap(retained, max_samples, seed, 0, "retained samples")
-    xn, yn = _cap(heldout, max_samples, seed, 1, "held-out samples")
-    members = {a: ScoreHistogram.of_bins(b) for a, b in judge.bins(model, xm, ym).items()}
-    nonmembers = {a: ScoreHistogram.of_bins(b) for a, b in judge.bins(model, xn, yn).items()}
+    def histograms(pair: Pair, tag: int, what: str) -> dict[str, ScoreHistogram]:
+        if len(pair[1]) == 0:  # e.g. a device that withdrew all its data: it adds nothing to that side
+            return {a: ScoreHistogram.of_bins(np.empty(0, dtype=np.int64)) for a in judge.names}
+        x, y = _cap(pair, max_samples, seed, tag, what)
+        return {a: ScoreHistogram.of_bins(b) for a, b in judge.bins(model, x, y).items()}
+
+    members = histograms(retained, 0, "retained samples")
+    nonmembers = histograms(heldout, 1, "held-out samples")
     return ClientCalibration(members, nonmembers)
 
 
