@@ -131,6 +131,7 @@ def client_calibration(
     set); ``heldout``: its samples no model was trained on. Each side is subsampled (seeded by
     ``seed``) to at most ``max_samples`` (0 = all); an empty side gives empty histograms.
     """
+
     def histograms(pair: Pair, tag: int, what: str) -> dict[str, ScoreHistogram]:
         if len(pair[1]) == 0:  # e.g. a device that withdrew all its data: it adds nothing to that side
             return {a: ScoreHistogram.of_bins(np.empty(0, dtype=np.int64)) for a in judge.names}
