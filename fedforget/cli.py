@@ -71,8 +71,10 @@ def _parse_ids(text: str) -> np.ndarray:
     """Comma-separated ids of ASCII digits only: a withdrawal cannot be undone, so ``1_0`` or ``١٦``
     (which Python's ``int`` reads as 10 and 16) are refused rather than guessed."""
     parts = [part for part in text.replace(" ", "").split(",") if part]
+    if not parts:
+        raise RequestError(f"empty request: --ids {text!r} names no sample")
     bad = [part for part in parts if not (part.isascii() and part.isdigit())]
-    if bad or not parts:
+    if bad:
         shown = f" ({', '.join(repr(b) for b in bad[:3])})" if bad else ""
         raise RequestError(f"--ids expects comma-separated integers of digits 0-9, got {text!r}{shown}")
     ids = [int(part) for part in parts]

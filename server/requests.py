@@ -167,6 +167,9 @@ def handle_withdrawals(
         "checkpoint-after": checkpoint_after,
         **{f"cost-{k}": v for k, v in result.cost.items()},
     }
+    # a receipt holds values only: what is not measured is absent (fr-status says why), so the
+    # ledger's receipt and the one the device stores (a Flower ConfigRecord holds no None) are equal
+    receipt = {k: v for k, v in receipt.items() if v is not None}
     outcome = "unlearned" if met else "unlearned-below-target"
     record.save_named_checkpoint(checkpoint_after, state_after)
     record.save_named_checkpoint("after-unlearning", state_after)

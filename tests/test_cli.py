@@ -113,12 +113,24 @@ def test_a_read_only_store_is_a_one_line_error(tmp_path: Path, capsys: pytest.Ca
     _one_line_error(capsys, "read-only")
 
 
-@pytest.mark.parametrize("ids", ["1_0", "\u0661\u0666", "12,+3", "4,5x", ","])
-def test_ids_must_be_ascii_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str], ids: str) -> None:
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ("1_0", "digits 0-9"),
+        ("\u0661\u0666", "digits 0-9"),
+        ("12,+3", "digits 0-9"),
+        ("4,5x", "digits 0-9"),
+        (",", "empty request"),
+        (" , ", "empty request"),
+    ],
+)
+def test_ids_must_be_ascii_digits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ids: str, message: str
+) -> None:
     """``int()`` reads ``1_0`` as 10 and Arabic-Indic ``١٦`` as 16: a withdrawal is forever, so refuse."""
     store = tmp_path / "dev.sqlite"
     assert _withdraw(store, _config_file(tmp_path), "--ids", ids) == 2
-    _one_line_error(capsys, "digits 0-9")
+    _one_line_error(capsys, message)
     assert RequestStore(store).all() == []
 
 

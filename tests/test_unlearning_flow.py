@@ -190,7 +190,7 @@ def test_the_retrain_reference_is_recorded_beside_the_fr(tmp_path: Path) -> None
     for request in requests:
         receipt = request["receipt"]
         assert receipt["test-accuracy-retrain"] == reference["test-accuracy-retrain"]
-        assert receipt["fr-retrain"] == reference["fr-retrain"]
+        assert receipt.get("fr-retrain") == reference["fr-retrain"]  # absent where not measurable
     assert any("retrained without them" in line for line in summary_lines(run.record)) == (
         reference["fr-retrain"] is not None
     )
