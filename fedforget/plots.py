@@ -22,7 +22,9 @@ def _steps(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def plot_run(record: RunRecord, path: Path | None = None) -> Path:
-    """Save ``summary.png`` in the record: test accuracy (and forget accuracy), FR and attack AUC."""
+    """Save ``summary.png`` in the record: test accuracy (and forget accuracy), and the judge's FR and
+    forget-vs-never-seen AUC (the legend names the judge's headline attack; FR is a gap where it was not
+    measurable)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,32 +48,40 @@ def plot_run(record: RunRecord, path: Path | None = None) -> Path:
     top.set_ylim(0, 1.02)
     top.legend(loc="lower right")
     top.grid(alpha=0.3)
-    bottom.plot(xs, series("fr"), marker="o", color="tab:red", label="forgetting rate")
+    judge = next((r["judge"] for _, r in steps if r.get("judge")), "judge")
+    bottom.plot(xs, series("fr"), marker="o", color="tab:red", label=f"FR (judge: {judge})")
     bottom.plot(
-        xs, series("attack-auc"), marker="^", color="tab:purple", label="attack AUC (forget vs never seen)"
+        xs,
+        series("attack-auc"),
+        marker="^",
+        color="tab:purple",
+        label=f"forget vs never-seen AUC (judge: {judge})",
     )
     bottom.axhline(0.5, color="gray", linestyle=":", linewidth=1)
-    labelled = False
+    labelled: set[str] = set()
     for row in record.metrics():  # the retrain reference (retrain-reference = 1): where retraining lands
-        if row.get("event") == "retrain-reference" and row.get("fr-retrain") is not None:
-            at = [
-                x
-                for x, (label, r) in zip(xs, steps, strict=True)
-                if label.startswith("U") and r.get("round") == row["round"]
-            ]
-            if at:
+        if row.get("event") != "retrain-reference":
+            continue
+        at = [
+            x
+            for x, (label, r) in zip(xs, steps, strict=True)
+            if label.startswith("U") and r.get("round") == row["round"]
+        ]
+        lines = (("fr-retrain", "tab:red", "FR"), ("attack-auc-retrain", "tab:purple", "AUC"))
+        for key, color, what in lines:
+            if at and row.get(key) is not None:
                 bottom.plot(
                     [min(at) - 0.4, max(at) + 0.4],
-                    [row["fr-retrain"]] * 2,
-                    color="tab:red",
+                    [row[key]] * 2,
+                    color=color,
                     linestyle="--",
                     linewidth=1.5,
-                    label=None if labelled else "FR of a model retrained without the data",
+                    label=None if what in labelled else f"{what} of a model retrained without the data",
                 )
-                labelled = True
+                labelled.add(what)
     bottom.set_ylabel("FR / AUC")
     bottom.set_ylim(min(-0.05, *[v for v in series("fr") if v == v] or [0.0]), 1.05)
-    bottom.legend(loc="best")
+    bottom.legend(loc="lower left", fontsize=8)
     bottom.grid(alpha=0.3)
     for axis in (top, bottom):
         for x, (label, _) in zip(xs, steps, strict=True):
