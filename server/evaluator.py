@@ -605,6 +605,7 @@ class ForgettingEvaluator:
         for attack in judge.names:
             b_t = b_f = a_f = n = 0
             statuses, reasons = [], []
+            before_aucs: list[float] = []
             for items in groups.values():
                 before_power = items[0].before_power or {}
                 if attack not in before_power or any(attack not in (r.before_bins or {}) for r in items):
@@ -625,6 +626,7 @@ class ForgettingEvaluator:
                 )
                 statuses.append(judged.status)
                 reasons.append(judged.reason)
+                before_aucs.append(judged.auc_before)
             measured = bool(statuses) and all(s == "measured" for s in statuses)
             fr = (a_f - b_f) / b_t if measured and b_t else None
             after = np.concatenate([bins[r.key][attack] for r in requests])
@@ -632,6 +634,9 @@ class ForgettingEvaluator:
             row[f"fr-{attack}"] = fr
             row[f"attack-auc-{attack}"] = auc if np.isfinite(auc) else None
             row[f"fr-status-{attack}"] = "measured" if measured else "not-measurable"
+            # on the model before unlearning (one attempt's requests: one such model; else not one number)
+            auc_before = before_aucs[0] if len(before_aucs) == 1 and np.isfinite(before_aucs[0]) else None
+            row[f"attack-auc-before-{attack}"] = auc_before
             if attack == judge.headline:
                 row.update(
                     {
@@ -643,6 +648,7 @@ class ForgettingEvaluator:
                         "a-f": a_f,
                         "num-forget": n,
                         "attack-auc": row[f"attack-auc-{attack}"],
+                        "attack-auc-before": auc_before,
                         "judge-auc": power[attack].summary()["auc"],
                     }
                 )

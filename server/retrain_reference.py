@@ -71,7 +71,8 @@ def retrain_reference(
     measured = evaluator.measure(
         grid, ArrayRecord(retrained.state_dict), server_round, model_label="retrain-reference"
     )
-    keys = [*_MEASURED, *(k for k in measured if k.startswith(("fr-", "attack-auc-")) and k != "fr-reason")]
+    per_attack = [k for k in measured if k.startswith(("fr-", "attack-auc-")) and k != "fr-reason"]
+    keys = [*_MEASURED, *(k for k in per_attack if not k.startswith("attack-auc-before"))]
     row: dict[str, Any] = {f"{key}-retrain": measured.get(key) for key in keys}
     row["retrain-checkpoint"] = f"checkpoints/{checkpoint}.pt"
     row.update(

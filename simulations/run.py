@@ -151,6 +151,12 @@ def summary_lines(record: RunRecord) -> list[str]:
             )
             verdict = receipt.get("verdict")
             verdict_text = "" if verdict is None else f"; against retraining: {verdict}"
+            auc_before, auc_after = receipt.get("attack-auc-before"), receipt.get("attack-auc")
+            if auc_before is not None and auc_after is not None:
+                retrained = receipt.get("attack-auc-retrain")
+                verdict_text += f"; forget-vs-never-seen AUC {auc_before:.3f} -> {auc_after:.3f}" + (
+                    "" if retrained is None else f" (retrained: {retrained:.3f})"
+                )
             lines.append(
                 f"withdrawal {request['request-id']} ({request['num-ids']} samples of client "
                 f"{request['client']}): {request['outcome']} in {receipt.get('unlearn-rounds', 0)} "

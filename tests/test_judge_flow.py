@@ -120,6 +120,8 @@ def test_a_device_claiming_success_is_reported_by_the_judge_not_by_itself(tmp_pa
     assert unlearned["steer-fr"] == 1.0 and unlearned["steer-target-met"] is True
     assert unlearned["fr-status"] == "measured" and unlearned["fr"] == 0.0
     assert unlearned["a-f"] == unlearned["b-f"]
+    # nothing moved, and the AUC column says so too (the model before and after are the same model)
+    assert unlearned["attack-auc"] == pytest.approx(unlearned["attack-auc-before"])
     (entry,) = [e for e in run.ledger.entries() if e.receipt is not None]
     receipt = entry.receipt
     assert receipt["judge"] == "loss" and receipt["fr"] == 0.0 and receipt["steer-fr"] == 1.0
