@@ -46,6 +46,7 @@ from clients.methods import compute_delta
 from fedforget import models, training
 from fedforget.judge import client_calibration, forget_bins
 from fedforget.judge.calibration import MAX_CALIBRATION_SAMPLES
+from fedforget.judge.for_run import calibration_seed
 from protocol import messages as wire
 from protocol.codec import ids_to_config, judge_from_records
 
@@ -135,7 +136,7 @@ def judge(msg: Message, context: Context) -> Message:
         retained=(retained.x_train, retained.y_train),
         heldout=heldout,
         max_samples=int(config.get(wire.CALIBRATION_SAMPLES, MAX_CALIBRATION_SAMPLES)),
-        seed=setup.config.seed * 1_009 + setup.partition_id,
+        seed=calibration_seed(setup.config.seed, setup.partition_id),
     )
     content = RecordDict(
         {wire.CALIBRATION: ArrayRecord({k: Array(v) for k, v in calibration.to_arrays().items()})}

@@ -151,6 +151,7 @@ def fedavg(
     evaluate: bool = True,
     on_round: Callable[[RoundUpdate], None] | None = None,
     start_round: int = 1,
+    training_seed: int | None = None,
 ) -> FedAvgResult:
     """Train ``rounds`` (default ``config.num_rounds``) FedAvg rounds over all ``config.num_clients``.
 
@@ -160,7 +161,11 @@ def fedavg(
     ``evaluate``: test accuracy and loss after every round (``history``); without it only round 0
     and the last round are evaluated. ``on_round``: called with each round's :class:`RoundUpdate`
     (module docstring). ``start_round``: the number of the first round (client seeds follow it).
+    ``training_seed``: seed the initial model and the clients' local training with this instead of
+    ``config.seed`` (the split, and so every client's data, stays ``config.seed``'s): another training
+    run of the same federation, e.g. for the U-LiRA check.
     """
+    seeds = config if training_seed is None else config.replace(seed=int(training_seed))
     exclude = dict(exclude or {})
     unknown = sorted(set(exclude) - set(range(config.num_clients)))
     if unknown:
@@ -173,7 +178,7 @@ def fedavg(
     dataset = data.load(config)
     info = dataset.info
     name = models.resolve_model_name(config.model, info)
-    model = models.build_model(name, info, seed=config.seed)
+    model = models.build_model(name, info, seed=seeds.seed)
     if initial_state is not None:
         model.load_state_dict(dict(initial_state))
     clients = []
@@ -213,7 +218,7 @@ def fedavg(
                 batch_size=config.batch_size,
                 momentum=config.momentum,
                 weight_decay=config.weight_decay,
-                seed=client_seed(config, server_round, client.partition_id),
+                seed=client_seed(seeds, server_round, client.partition_id),
             )
             states.append(_to_numpy(model.state_dict()))
             weights.append(float(result.num_examples))

@@ -44,13 +44,11 @@ from fedforget.judge import (
     Judge,
     JudgePower,
     LossAttack,
-    ShadowFederationRecipe,
     calibrate,
-    fit_judge,
     forget_auc,
-    judge_aux_half,
     judge_forget_set,
 )
+from fedforget.judge.for_run import fit_run_judge, run_judge_attacks
 from protocol import messages as wire
 from protocol.codec import judge_to_records
 from protocol.replies import ProtocolError, decode_judge, decode_receipt_ack, decode_requests
@@ -164,31 +162,10 @@ class ForgettingEvaluator:
         data, seeded apart from the run); logged as ``judge-trained``. Reused afterwards."""
         if self._judge_fitted:
             return self.judge()
-        config, dataset = self.run.config, self.run.dataset
-        attacks = [a.strip() for a in config.judge_attacks.split(",")]
-        skipped = [a for a in attacks if a == "lira" and config.num_shadows < 3]
-        attacks = [a for a in attacks if a not in skipped]  # LiRA needs OUT shadows for every sample
+        config = self.run.config
+        attacks, skipped = run_judge_attacks(config)
         start = time.perf_counter()
-        if attacks == ["loss"]:
-            self._judge = Judge({"loss": LossAttack()}, "loss")
-        else:
-            from fedforget.mia.recipe import oracle_model_factory
-
-            aux = np.asarray(self.run.split.aux_ids, dtype=np.int64)
-            if len(aux) < 2:
-                raise ValueError("the judge's shadow federations need auxiliary data: aux-fraction is 0")
-            judge_ids, _ = judge_aux_half(aux, config.seed)
-            recipe = ShadowFederationRecipe.for_run(
-                config, self.run.split, num_federations=config.num_shadows
-            )
-            self._judge = fit_judge(
-                oracle_model_factory(config, dataset),
-                dataset.x_train[judge_ids],
-                dataset.y_train[judge_ids],
-                recipe,
-                attacks=attacks,
-                headline=attacks[0],
-            )
+        self._judge = fit_run_judge(config, self.run.dataset, self.run.split)
         self._judge_fitted = True
         self.run.record.append_metrics(
             {
@@ -196,7 +173,7 @@ class ForgettingEvaluator:
                 "event": "judge-trained",
                 "judge": self._judge.headline,
                 "attacks": list(self._judge.names),
-                "skipped": [f"{a}: needs num-shadows >= 3" for a in skipped],
+                "skipped": skipped,
                 "shadow-federations": config.num_shadows if attacks != ["loss"] else 0,
                 "seconds": time.perf_counter() - start,
             }

@@ -8,8 +8,13 @@ is only its in-process transport:
   (the ClientApp's call: same reference, retained subset, seeds and guard baseline), steered by the
   device's own oracle (:mod:`fedforget.steer`), which also says whether the target is met;
 * validating = the server's rule (:func:`server.validation.validate_mask`, ``max-mask-ratio``);
-* measuring = ``oracle`` (the benchmark's judge, never the steer): FR against its decisions ``before``
-  the attempt (and the attack AUC with ``unlearn-target=retrain``), on the model after the round.
+* measuring = the round's own fields (steps, why it stopped, seconds) and ``observe(round, model)``,
+  a caller's untimed, uncounted look at the model after each round. The judge is not here: the
+  benchmarks judge the kept model afterwards (``simulations/withdrawal_judge.py``), as the server's
+  judge does, apart from anything the attempt sees.
+
+Cost: wall seconds and sample-passes (:mod:`fedforget.cost`) of the whole attempt, the device's
+steering oracle and Forsaken included, ``observe`` excluded.
 
 Used by ``simulations/forsaken_benchmark.py`` (and its panel) and ``simulations/paper_table.py``, so the
 two measure the same procedure as the server.
@@ -28,9 +33,8 @@ import torch
 from fedforget import forsaken
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
+from fedforget.cost import count_sample_passes, not_counted
 from fedforget.forsaken.on_device import guard_name, unlearn_on_device
-from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
-from fedforget.mia import MembershipOracle
 from fedforget.steer import fit_steering_oracle, steer_report, steer_seed
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
 from server.validation import parameter_names, validate_mask
@@ -48,14 +52,13 @@ class _InProcess:
         self,
         config: RunConfig,
         model: torch.nn.Module,
-        oracle: MembershipOracle,
         client: ClientData,
         forget_ids: np.ndarray,
         server_round: int,
         overrides: dict[str, Any] | None,
         observe: RoundObserver | None,
     ) -> None:
-        self.config, self.model, self.oracle, self.client = config, model, oracle, client
+        self.config, self.model, self.client = config, model, client
         self.server_round, self.overrides, self.observe = server_round, overrides, observe
         self.forget_ids = forget_ids
         _, self.x_forget, self.y_forget = client.subset(forget_ids)
@@ -63,10 +66,10 @@ class _InProcess:
         retained = client.without(forget_ids)
         self.retained = (retained.x_train, retained.y_train)
         self.trainable = parameter_names(model)
-        self.before = oracle.decide(model, self.x_forget, self.y_forget)
         self.round_fields: dict[str, Any] = {}
         self.rows: list[dict[str, Any]] = []
         self.observed = 0.0
+        self.mask_bytes = 0
 
     def model_at(self, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
         model = copy.deepcopy(self.model)
@@ -127,22 +130,18 @@ class _InProcess:
             "forsaken-seconds": result.seconds,
         }
         mask = {name: delta.detach().cpu().numpy() for name, delta in result.mask.items()}
+        self.mask_bytes += sum(int(v.nbytes) for v in mask.values())
         return MaskRound({owner: MaskReply(mask, metrics)})
 
     def validate(self, mask: Mapping[str, np.ndarray], state: dict[str, torch.Tensor]) -> None:
         validate_mask(mask, state, self.trainable, self.config.max_mask_ratio)
 
     def measure(self, state: dict[str, torch.Tensor], *, unlearn_round: int) -> dict[str, Any]:
-        model = self.model_at(state)
-        after = self.oracle.decide(model, self.x_forget, self.y_forget)
         out: dict[str, Any] = dict(self.round_fields)
-        out["fr"] = forgetting_rate_from_arrays(self.forget_ids, self.before, after).fr
-        if self.config.unlearn_target == "retrain":
-            forget_scores = self.oracle.scores(model, self.x_forget, self.y_forget)
-            out["attack-auc"] = attack_auc(forget_scores, self.oracle.scores(model, *self.reference))
         if self.observe is not None:
             mark = time.perf_counter()
-            self.observe(unlearn_round, model)
+            with not_counted():
+                self.observe(unlearn_round, self.model_at(state))
             self.observed += time.perf_counter() - mark
         return out
 
@@ -160,7 +159,6 @@ class _InProcess:
 def unlearn_like_the_federation(
     config: RunConfig,
     model: torch.nn.Module,
-    oracle: MembershipOracle,
     client: ClientData,
     forget_ids: np.ndarray,
     server_round: int,
@@ -170,28 +168,29 @@ def unlearn_like_the_federation(
     """One attempt (module docstring); ``model`` is not modified.
 
     ``overrides``: ForsakenConfig fields to change (``--forsaken KEY=VALUE``, or a panel variant's seed;
-    the federation has none). Returns ``model`` (the kept round's), ``before`` (the oracle's decisions
-    on the original model), ``rounds`` (one row per measured round: ``unlearn-round``, ``steps``,
-    ``stopped-because``, ``touched-fraction``, ``forsaken-seconds``, ``fr``; ``attack-auc`` with
-    ``retrain``, measured by ``oracle``; ``steer-fr`` / ``steer-auc`` / ``steer-target-met`` of the
-    device's own oracle, which Forsaken steers by and the attempt stops on; ``mask-rejected`` or
-    ``unlearning-stalled`` on the round that ended it), ``seconds`` (wall time of the attempt,
-    ``oracle``'s decisions included, ``observe`` excluded) and ``steer-target-met`` (whether the attempt
-    ended because the device's oracle said the target was met).
+    the federation has none). Returns ``model`` (the kept round's), ``rounds`` (one row per round:
+    ``unlearn-round``, ``steps``, ``stopped-because``, ``touched-fraction``, ``forsaken-seconds``;
+    ``mask-rejected`` or ``unlearning-stalled`` on the round that ended it), ``seconds`` (wall time of
+    the attempt, ``observe`` excluded), ``sample-passes`` (:class:`fedforget.cost.SamplePasses` of the
+    attempt, ``observe`` excluded), ``mask-bytes`` (bytes of the masks sent up) and
+    ``steer-target-met`` (whether the attempt ended because the device's own oracle, which Forsaken
+    steers by, said the target was met).
     """
     start = time.perf_counter()
-    transport = _InProcess(config, model, oracle, client, forget_ids, server_round, overrides, observe)
-    result = run_attempt(
-        transport,
-        state_before=model.state_dict(),
-        owners=[client.partition_id],
-        rounds=config.unlearn_rounds,
-    )
+    transport = _InProcess(config, model, client, forget_ids, server_round, overrides, observe)
+    with count_sample_passes() as passes:
+        result = run_attempt(
+            transport,
+            state_before=model.state_dict(),
+            owners=[client.partition_id],
+            rounds=config.unlearn_rounds,
+        )
     seconds = time.perf_counter() - start - transport.observed
     return {
         "model": transport.model_at(result.state),
-        "before": transport.before,
         "rounds": transport.rows,
         "seconds": seconds,
+        "sample-passes": passes,
+        "mask-bytes": transport.mask_bytes,
         "steer-target-met": result.steer_target_met,
     }

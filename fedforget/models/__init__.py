@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from fedforget.config import ConfigError, RunConfig
+from fedforget.cost import track
 
 if TYPE_CHECKING:
     from fedforget.data.base import DatasetInfo
@@ -200,16 +201,17 @@ def build_model(name: str, info: DatasetInfo, seed: int | None = None) -> nn.Mod
     """A freshly initialised model ``name`` (or ``"auto"``) for dataset ``info``, on the CPU, float32.
 
     With ``seed`` the initial weights depend only on ``(name, info, seed)`` and the global torch
-    RNG is left untouched; with ``seed=None`` they are drawn from the global RNG.
+    RNG is left untouched; with ``seed=None`` they are drawn from the global RNG. Its forwards are
+    counted in sample-passes (:mod:`fedforget.cost`).
     """
     key = resolve_model_name(name, info)
     if info.num_classes < 2:
         raise ConfigError(f"Dataset '{info.name}' has {info.num_classes} class(es); models need at least 2.")
     if seed is None:
-        return MODELS[key].factory(info)
+        return track(MODELS[key].factory(info))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return MODELS[key].factory(info)
+        return track(MODELS[key].factory(info))
 
 
 def build(config: RunConfig | Mapping[str, Any], seed: int | None = None) -> nn.Module:
