@@ -8,9 +8,9 @@ Flower run with the same config produces):
 
 1. the global model: FedAvg with the run config below (5 clients, IID, 10 rounds x 3 local epochs,
    SGD lr 0.05, batch 16, momentum 0.9, aux-fraction 0.2, holdout-fraction 0.2, seed 0);
-2. the judge (``fedforget.judge.fit_judge``): 4 shadow federations with the run's clients (sizes in
-   proportion), rounds and recipe on the judge's half of the server's auxiliary data
-   (``judge_aux_half``); attacks ``loss`` (headline), ``shokri``, ``lira``;
+2. the judge (``fedforget.judge.for_run.fit_run_judge``, as the server fits it): 4 shadow
+   federations with the run's clients (sizes in proportion), rounds and recipe on the judge's half
+   of the server's auxiliary data (``judge_aux_half``); attacks ``loss`` (headline), ``shokri``, ``lira``;
 3. calibration on the global model from every client's histograms (retained = members, held-out =
    non-members): AUC, its lower 95% bound, TPR at 1% / 0.1% FPR, balanced accuracy at the Youden
    bin edge, measurable or not; the same on the *initial* (untrained) model, where every attack
@@ -45,16 +45,8 @@ from fedforget import data, models
 from fedforget.client_data import ClientData, split_for
 from fedforget.config import RunConfig
 from fedforget.federated import fedavg
-from fedforget.judge import (
-    ShadowFederationRecipe,
-    calibrate,
-    client_calibration,
-    fit_judge,
-    forget_bins,
-    judge_aux_half,
-    judge_forget_set,
-    retrain_verdict,
-)
+from fedforget.judge import forget_bins, judge_aux_half, judge_forget_set, retrain_verdict
+from fedforget.judge.for_run import calibrate_clients, fit_run_judge
 from fedforget.mia.device_oracle import fit_device_oracle
 from fedforget.mia.recipe import fit_oracle_for
 from fedforget.training import evaluate
@@ -92,16 +84,7 @@ def _model(config: RunConfig, info: Any, state: dict[str, torch.Tensor]) -> torc
 
 
 def _calibrate(judge: Any, model: torch.nn.Module, clients: Sequence[ClientData]) -> dict[str, Any]:
-    return calibrate(
-        client_calibration(
-            judge,
-            model,
-            retained=(c.x_train, c.y_train),
-            heldout=(c.x_holdout, c.y_holdout),
-            seed=c.partition_id,
-        )
-        for c in clients
-    )
+    return calibrate_clients(judge, model, clients, run_seed=RUN["seed"])
 
 
 def run_dataset(name: str, *, forget_size: int, num_federations: int) -> dict[str, Any]:
@@ -115,13 +98,9 @@ def run_dataset(name: str, *, forget_size: int, num_federations: int) -> dict[st
     model = _model(config, dataset.info, target.state_dict)
     seconds = {"fedavg": target.seconds}
 
-    def factory() -> torch.nn.Module:
-        return models.build_model(config.model, dataset.info)
-
     judge_ids, _ = judge_aux_half(split.aux_ids, config.seed)
-    recipe = ShadowFederationRecipe.for_run(config, split, num_federations=num_federations)
     t = time.perf_counter()
-    judge = fit_judge(factory, dataset.x_train[judge_ids], dataset.y_train[judge_ids], recipe)
+    judge = fit_run_judge(config.replace(num_shadows=num_federations), dataset, split)
     seconds["judge-fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
