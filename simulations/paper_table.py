@@ -9,7 +9,7 @@ Writes ``results/paper_table.csv`` and ``.json`` (one row per dataset x seed x m
 (``docs/results_fr_vs_accuracy.png``, ``docs/results_time.png``, ``docs/results_rounds.png``).
 
 **One setting** (dataset, seed): 5 clients, IID, the run config's defaults otherwise (per-dataset
-changes in :data:`DATASET_SETTINGS`).
+changes in :data:`DATASET_SETTINGS`, the benchmark's memorising federations).
 
 1. The **original** federation: ``fedforget.baselines.train_original`` (FedAvg, ``num-rounds``
    rounds, recording the last round for PGA and FedEraser's store every round).
@@ -81,6 +81,7 @@ from fedforget.judge import (
     Judge,
 )
 from fedforget.withdrawals import WithdrawalRequest, resolve_ids
+from simulations.forsaken_benchmark import DATASET_SETTINGS as BENCHMARK_SETTINGS
 from simulations.forsaken_benchmark import unlearn_bytes
 from simulations.forsaken_rounds import unlearn_like_the_federation
 from simulations.withdrawal_judge import ModelLook, WithdrawalJudge, judgement_fields
@@ -91,13 +92,10 @@ QUICK_DATASETS = ("digits", "breast-cancer")
 FEDERATED = ("forsaken", "retrain", "finetune", "gradient-ascent", "pga", "federaser")
 CENTRALIZED = ("sisa", "amnesiac")
 METHODS = FEDERATED + CENTRALIZED
-DATASET_SETTINGS: dict[str, dict[str, Any]] = {
-    "mnist": {"max_train_samples": 6000, "learning_rate": 0.02},
-    "fashion-mnist": {"max_train_samples": 6000, "learning_rate": 0.02},
-    "cifar10": {"max_train_samples": 5000, "learning_rate": 0.02},
-}
-"""Changes to ``RunConfig``'s defaults per dataset (cifar10 capped at 5,000 training images to keep
-the CPU run within hours)."""
+DATASET_SETTINGS: dict[str, dict[str, Any]] = BENCHMARK_SETTINGS
+"""Changes to ``RunConfig``'s defaults per dataset: the benchmark's federations
+(``simulations.forsaken_benchmark.DATASET_SETTINGS``: rounds, local epochs and sample caps with
+which the model memorises where the data allows), so both tables judge the same originals."""
 FRACTION = 0.05
 SISA_SHARDS, SISA_SLICES = 5, 3
 HEADLINE, ATTACKS = DEFAULT_HEADLINE, DEFAULT_ATTACKS
