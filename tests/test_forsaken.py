@@ -499,41 +499,52 @@ def test_escalation_deepens_the_nonmember_pool_and_focus_follows_the_decisions(m
     """target="fr": each escalation re-matches the moving samples to reference vectors scoring further
     below the threshold (at e = 1, the lowest-scoring 10 % of the judged non-members beyond the margin);
     after an accepted step, forget samples judged non-members weigh ``focus`` in the forget term."""
-    from fedforget.forsaken.core import _as_pair as pair
-    from fedforget.forsaken.core import _Unlearner
+    from fedforget.forsaken.inputs import as_pair as pair
+    from fedforget.forsaken.loop import _Run
 
     s = memorise_mlp
     config = forsaken.ForsakenConfig(max_steps=1)
-    unlearner = _Unlearner(
-        s.model, pair("f", s.forget), pair("r", s.reference), pair("k", s.retain), config, s.oracle, 30
+    run = _Run(
+        s.model,
+        forget=pair("f", s.forget),
+        reference=pair("r", s.reference),
+        retain=pair("k", s.retain),
+        config=config,
+        oracle=s.oracle,
+        num_classes=30,
+        accuracy_baseline=None,
     )
-    assert unlearner.deepen is not None
-    _, move, scores = unlearner.deepen
+    objective = run.objective
+    assert objective.targets.deepens
+    move = objective.targets.moving
+    scores = np.asarray(s.oracle.scores(s.model, *run.sets.reference_fit_np), dtype=np.float64)
     threshold = float(s.oracle.threshold)
     below = np.sort(scores[scores < threshold])
-    probs = unlearner.reference_probs
+    probs = objective.reference_probs
 
     def worst_target_score() -> float:
         # every moving target is a (possibly class-swapped) reference vector: find it by its sorted entries
         rows = []
-        for t in unlearner.targets[move]:
+        for t in objective.targets.current[move]:
             match = torch.isclose(probs.sort(dim=1).values, t.sort().values, atol=1e-6).all(dim=1)
             rows.append(float(scores[int(torch.nonzero(match)[0, 0])]))
         return max(rows)
 
     start = worst_target_score()
-    while unlearner.flatten < 1.0:
-        unlearner.escalate()
+    while objective.level < 1.0:
+        objective.escalate()
     deepest = worst_target_score()
     assert deepest < start < threshold
     m = config.nonmember_margin + (1 - config.nonmember_margin) * 0.9
     assert deepest <= np.quantile(below, 1 - m) + 1e-12
+    objective.reset_level()
+    assert objective.targets.current is objective.targets.base
     # focus: the weights follow the last decisions
-    result = unlearner.run()
+    result = run.run()
     assert result.steps == 1  # max_steps=1, and memorise's first step is accepted
-    expected = np.where(unlearner.last_member, 1.0, config.focus)
-    assert unlearner.focus is not None and np.allclose(unlearner.focus.numpy(), expected)
-    assert (~unlearner.last_member).any()  # some sample is judged a non-member: weights differ
+    expected = np.where(run.measure.last_member, 1.0, config.focus)
+    assert objective.focus is not None and np.allclose(objective.focus.numpy(), expected)
+    assert (~run.measure.last_member).any()  # some sample is judged a non-member: weights differ
 
 
 def test_margin_function_reproduces_the_decisions_of_a_shokri_and_a_loss_oracle(memorise_mlp: Setup) -> None:

@@ -13,12 +13,15 @@ retained data keeps the accuracy. Usage::
     result.mask, result.model, result.history, result.stopped_because
     unlearned = forsaken.apply_mask(model, result.mask)     # what the server does with a mask
 
-The method, its equations and every design choice are in ``docs/forsaken.md``.
+The paper's loop is :mod:`fedforget.forsaken.loop` (generator -> mask -> apply -> judge); the method,
+its equations and every design choice are in ``docs/forsaken.md``.
 """
 
 from fedforget.forsaken.config import TARGETS, ForsakenConfig
-from fedforget.forsaken.core import GUARDED, ForsakenResult, apply_mask, unlearn
 from fedforget.forsaken.generator import MaskGenerator
+from fedforget.forsaken.inputs import GUARDED
+from fedforget.forsaken.loop import ForsakenResult, unlearn
+from fedforget.forsaken.mask import apply_mask
 from fedforget.forsaken.neurons import FEATURE_NAMES, Layer, find_layers
 from fedforget.forsaken.oracle import LossThresholdOracle, auc, forgetting_rate
 

@@ -24,7 +24,7 @@ import numpy as np
 from torch import nn
 
 from fedforget.forsaken.config import ForsakenConfig
-from fedforget.forsaken.core import ForsakenResult, unlearn
+from fedforget.forsaken.loop import ForsakenResult, unlearn
 
 __all__ = ["forsaken_seed", "guard_name", "retained_subset", "unlearn_on_device"]
 

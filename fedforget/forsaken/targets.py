@@ -20,17 +20,41 @@ Which samples move, and towards which pool, depends on the stopping target (``do
 judges non-members (below the threshold with a margin); samples already judged non-members keep their
 own original confidence vector as target. ``target="retrain"`` moves every forget sample towards the
 whole reference set, so that the forget set's scores are distributed like never-seen data's.
+
+``targets="class-mean"`` instead gives every forget sample of class ``c`` the mean reference confidence
+vector of class ``c`` (:func:`class_mean_targets`). **Escalation** to level ``e`` in ``[0, 1]``
+(:meth:`ForgetTargets.at_level`) moves the targets further from the threshold: rank targets of
+``target="fr"`` are re-matched to the non-members scoring lowest, leaving out the fraction
+``m_e = m_0 + 0.9 e (1 - m_0)`` closest to the threshold (``m_0 = nonmember_margin``); otherwise they
+go towards the uniform vector, ``(1 - e) t + e / K``.
+
+Confidence vectors are ``softmax(T z)``: ``T = 1`` for cross-entropy models, fitted on the reference
+set for the others (:func:`fit_temperature`: a hinge-loss SVM's scores are margins, not log-probabilities).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["MIN_POOL", "rank_matched_targets", "swap_to_class"]
+__all__ = [
+    "DEEPEST",
+    "MIN_POOL",
+    "ForgetTargets",
+    "class_mean_targets",
+    "fit_temperature",
+    "nonmember_pool",
+    "rank_matched_targets",
+    "swap_to_class",
+]
 
 MIN_POOL = 3
 """A class needs this many pool vectors of its own; below, the all-class swapped pool is used."""
+DEEPEST = 0.9
+"""At full escalation, the pool is the 10 % of the judged non-members scoring lowest (beyond the margin)."""
 
 
 def swap_to_class(probs: torch.Tensor, y_from: torch.Tensor, c: int) -> torch.Tensor:
@@ -95,3 +119,100 @@ def nonmember_pool(scores: np.ndarray, threshold: float, margin_quantile: float)
     cut = np.quantile(scores[below], 1.0 - margin_quantile)
     kept = below[scores[below] <= cut]
     return kept if len(kept) else below
+
+
+@torch.no_grad()
+def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Temperature scaling: the T of a log-spaced grid over [0.01, 100] minimising the NLL of softmax(T z)."""
+    grid = torch.logspace(-2, 2, 81, dtype=torch.float64)
+    z = logits.double()
+    nll = torch.stack([nn.functional.cross_entropy(z * t, y) for t in grid])
+    return float(grid[int(torch.argmin(nll))])
+
+
+def class_mean_targets(probs: torch.Tensor, y_ref: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``K x K``: row c = mean confidence vector ``probs`` of the reference samples of class c.
+
+    Classes absent from the reference set get the mean over the whole reference set.
+    """
+    probs = probs.double()
+    overall = probs.mean(dim=0)
+    rows = []
+    for c in range(num_classes):
+        chosen = probs[y_ref == c]
+        rows.append(chosen.mean(dim=0) if len(chosen) else overall)
+    return torch.stack(rows).float()
+
+
+class ForgetTargets:
+    """The forget set's targets ``t_i`` (``current``, ``N x K``) at the escalation level set last.
+
+    ``base``: the targets at level 0; ``moving``: which forget samples move (module docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        target: str,
+        forget_probs: torch.Tensor,
+        y_forget: torch.Tensor,
+        reference_probs: torch.Tensor,
+        y_reference: torch.Tensor,
+        num_classes: int,
+        member_before: np.ndarray,
+        reference_scores: Callable[[], np.ndarray],
+        threshold: Callable[[], float],
+        nonmember_margin: float,
+    ) -> None:
+        """``reference_scores()`` / ``threshold()``: the oracle's scores of the reference samples on the
+        original model and its threshold, asked for only by rank targets with ``target="fr"``."""
+        self.y_forget, self.reference_probs, self.y_reference = y_forget, reference_probs, y_reference
+        self.num_classes, self.nonmember_margin = num_classes, nonmember_margin
+        # (forget probs, movers, reference scores, threshold) when escalation deepens the non-member pool
+        self._deepen: tuple[torch.Tensor, torch.Tensor, np.ndarray, float] | None = None
+        device = y_forget.device
+        if kind == "class-mean":
+            means = class_mean_targets(reference_probs, y_reference, num_classes)[y_forget]
+            self.base = means.to(forget_probs.dtype)
+            self.moving = torch.ones(len(y_forget), dtype=torch.bool)
+        else:
+            pool = torch.arange(len(y_reference))
+            if target == "fr":
+                move = torch.as_tensor(member_before, device=device)
+                scores = np.asarray(reference_scores(), dtype=np.float64)
+                cut = float(threshold())
+                chosen = nonmember_pool(scores, cut, nonmember_margin)
+                if len(chosen):  # else: no never-seen sample is judged a non-member; match all of them
+                    pool = torch.as_tensor(chosen, dtype=torch.long, device=device)
+                    self._deepen = (forget_probs, move, scores, cut)
+            else:
+                move = torch.ones(len(y_forget), dtype=torch.bool, device=device)
+            self.base = rank_matched_targets(
+                forget_probs, y_forget, move, reference_probs[pool], y_reference[pool]
+            )
+            self.moving = move
+        self.current = self.base
+
+    @property
+    def deepens(self) -> bool:
+        """Whether escalation deepens the non-member pool (else it flattens towards uniform)."""
+        return self._deepen is not None
+
+    def at_level(self, level: float) -> None:
+        """Set ``current`` to the targets at escalation level ``level`` (module docstring)."""
+        if self._deepen is not None:
+            forget_probs, move, scores, cut = self._deepen
+            m0 = self.nonmember_margin
+            margin = m0 + (1.0 - m0) * DEEPEST * level
+            pool = torch.as_tensor(nonmember_pool(scores, cut, margin), dtype=torch.long, device=move.device)
+            self.current = rank_matched_targets(
+                forget_probs, self.y_forget, move, self.reference_probs[pool], self.y_reference[pool]
+            )
+            return
+        uniform = torch.full_like(self.base, 1.0 / self.num_classes)
+        self.current = (1.0 - level) * self.base + level * uniform
+
+    def reset(self) -> None:
+        """Back to level 0: ``current = base``."""
+        self.current = self.base
