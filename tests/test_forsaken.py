@@ -75,7 +75,12 @@ def memorise_mlp() -> Setup:
 def fr_result(memorise_mlp: Setup) -> forsaken.ForsakenResult:
     s = memorise_mlp
     return forsaken.unlearn(
-        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+        s.model,
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(),
+        oracle=s.oracle,
     )
 
 
@@ -127,7 +132,9 @@ def test_the_input_model_is_not_modified(memorise_mlp: Setup) -> None:
     state = copy.deepcopy(s.model.state_dict())
     s.model.train()
     config = forsaken.ForsakenConfig(max_steps=2)
-    result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+    result = forsaken.unlearn(
+        s.model, forget=s.forget, reference=s.reference, retain=s.retain, config=config, oracle=s.oracle
+    )
     assert result.model is not s.model
     assert s.model.training  # the mode is left as it was
     for key, value in s.model.state_dict().items():
@@ -139,14 +146,22 @@ def test_a_fixed_seed_gives_the_same_mask_and_history(memorise_mlp: Setup) -> No
     s = memorise_mlp
     config = forsaken.ForsakenConfig(max_steps=3, seed=5)
     runs = [
-        forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle) for _ in range(2)
+        forsaken.unlearn(
+            s.model, forget=s.forget, reference=s.reference, retain=s.retain, config=config, oracle=s.oracle
+        )
+        for _ in range(2)
     ]
     for name in runs[0].mask:
         assert torch.equal(runs[0].mask[name], runs[1].mask[name]), name
     strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in run.history] for run in runs]
     assert strip[0] == strip[1]
     other = forsaken.unlearn(
-        s.model, s.forget, s.reference, s.retain, config.replace(seed=6), oracle=s.oracle
+        s.model,
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=config.replace(seed=6),
+        oracle=s.oracle,
     )
     assert any(not torch.equal(other.mask[n], runs[0].mask[n]) for n in other.mask)
 
@@ -159,7 +174,13 @@ def test_the_accuracy_guard_is_relative_to_the_given_baseline(memorise_mlp: Setu
 
     def unlearn(baseline: object = None) -> forsaken.ForsakenResult:
         return forsaken.unlearn(
-            s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle, accuracy_baseline=baseline
+            s.model,
+            forget=s.forget,
+            reference=s.reference,
+            retain=s.retain,
+            config=config,
+            oracle=s.oracle,
+            accuracy_baseline=baseline,
         )
 
     own = unlearn()
@@ -189,7 +210,9 @@ def test_a_repair_phase_wins_accuracy_back_and_lets_forgetting_go_on() -> None:
         config = forsaken.ForsakenConfig(
             max_accuracy_drop=0.01, target_fr=1.0, max_steps=40, repair_steps=repair_steps
         )
-        return forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+        return forsaken.unlearn(
+            s.model, forget=s.forget, reference=s.reference, retain=s.retain, config=config, oracle=s.oracle
+        )
 
     plain, repaired = run(0), run(30)
     assert plain.stopped_because == "stalled" and not any(r.get("repair") for r in plain.history)
@@ -218,10 +241,17 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     # over-forgetting, while looking like never-seen data (AUC ~0.5) comes much sooner
     s = _setup("mlp", "digits", num_members=600)
     fr = forsaken.unlearn(
-        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+        s.model,
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(),
+        oracle=s.oracle,
     )
     config = forsaken.ForsakenConfig(target="retrain")
-    result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, config, oracle=s.oracle)
+    result = forsaken.unlearn(
+        s.model, forget=s.forget, reference=s.reference, retain=s.retain, config=config, oracle=s.oracle
+    )
     assert result.history[0]["auc"] > 0.5 + config.auc_tolerance  # not there at the start
     assert result.stopped_because == "target-auc"
     assert abs(result.final["auc"] - 0.5) <= config.auc_tolerance
@@ -236,7 +266,12 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     assert fr.steps == sum(1 for r in fr.history[1 : fr.best_step + 1] if r["accepted"])
     # a run whose last accepted step undid a crossing: the result is the earlier, better state
     short = forsaken.unlearn(
-        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(max_steps=3), oracle=s.oracle
+        s.model,
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(max_steps=3),
+        oracle=s.oracle,
     )
     last = short.history[-1]
     assert last["accepted"] and last["fr"] < max(r["fr"] for r in short.history), "no step undid a crossing"
@@ -252,7 +287,13 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
 
 def test_without_an_oracle_a_fitted_loss_threshold_proxy_judges(memorise_mlp: Setup) -> None:
     s = memorise_mlp
-    result = forsaken.unlearn(s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(max_steps=30))
+    result = forsaken.unlearn(
+        s.model,
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(max_steps=30),
+    )
     assert isinstance(result.oracle, forsaken.LossThresholdOracle)
     assert result.stopped_because == "target-fr"
     assert result.final["member_fraction"] <= 0.1
@@ -263,7 +304,12 @@ def test_linear_models_logreg_and_hinge_svm(model_name: str) -> None:
     s = _setup(model_name)
     assert _member_fraction(s, s.model) >= 0.9
     result = forsaken.unlearn(
-        s.model, s.forget, s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+        s.model,
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(),
+        oracle=s.oracle,
     )
     assert result.stopped_because == "target-fr"
     assert _member_fraction(s, result.model) <= 0.1
@@ -301,7 +347,9 @@ def test_the_generator_size_does_not_depend_on_the_model() -> None:
     ):
         model = build_model(name, info, seed=0)
         x, y = _images(40, info.input_shape, 10, 1)
-        result = forsaken.unlearn(model, (x[:5], y[:5]), (x[5:20], y[5:20]), (x[20:], y[20:]), config)
+        result = forsaken.unlearn(
+            model, forget=(x[:5], y[:5]), reference=(x[5:20], y[5:20]), retain=(x[20:], y[20:]), config=config
+        )
         sizes[name] = sum(p.numel() for p in result.generator.parameters())
         assert result.num_neurons == sum(layer.num_neurons for layer in forsaken.find_layers(model))
     assert sizes["mlp"] == sizes["lenet"] < 1000
@@ -323,7 +371,9 @@ def test_batchnorm_follows_its_convolution_and_running_statistics_stay_frozen() 
     ]
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     config = forsaken.ForsakenConfig(max_steps=2, target="retrain", auc_tolerance=0.0)
-    result = forsaken.unlearn(model, (x[:4], y[:4]), (x[40:], y[40:]), (x[4:40], y[4:40]), config)
+    result = forsaken.unlearn(
+        model, forget=(x[:4], y[:4]), reference=(x[40:], y[40:]), retain=(x[4:40], y[4:40]), config=config
+    )
     for key, value in result.model.named_buffers():
         assert torch.equal(value, buffers[key]), key
     assert set(result.mask) == {n for n, _ in model.named_parameters()}
@@ -342,30 +392,48 @@ def small() -> tuple[nn.Module, tuple, tuple, tuple]:
 def test_clear_errors_for_bad_inputs(small: tuple) -> None:
     model, forget, reference, retain = small
     x, y = forget
+
+    def unlearn(model: object = model, **changes: object) -> forsaken.ForsakenResult:
+        sets = {"forget": forget, "reference": reference, "retain": retain, **changes}
+        return forsaken.unlearn(model, **sets)  # type: ignore[arg-type]
+
     with pytest.raises(ValueError, match="forget is empty"):
-        forsaken.unlearn(model, (x[:0], y[:0]), reference, retain)
+        unlearn(forget=(x[:0], y[:0]))
     with pytest.raises(ValueError, match="reference: samples have shape"):
-        forsaken.unlearn(model, forget, (reference[0][:, :4], reference[1]), retain)
+        unlearn(reference=(reference[0][:, :4], reference[1]))
     with pytest.raises(ValueError, match=r"label 7 is outside \[0, 3\)"):
-        forsaken.unlearn(model, (x, np.array([0, 1, 2, 7, 0])), reference, retain)
+        unlearn(forget=(x, np.array([0, 1, 2, 7, 0])))
     with pytest.raises(ValueError, match="retain: label -1"):
-        forsaken.unlearn(model, forget, reference, (retain[0], -np.ones(len(retain[1]), dtype=int)))
+        unlearn(retain=(retain[0], -np.ones(len(retain[1]), dtype=int)))
     with pytest.raises(ValueError, match="5 samples but 4 labels"):
-        forsaken.unlearn(model, (x, y[:4]), reference, retain)
+        unlearn(forget=(x, y[:4]))
     with pytest.raises(ValueError, match="labels must be integers"):
-        forsaken.unlearn(model, (x, y + 0.5), reference, retain)
+        unlearn(forget=(x, y + 0.5))
     with pytest.raises(ValueError, match="NaN or infinite"):
-        forsaken.unlearn(model, (np.full_like(x, np.nan), y), reference, retain)
+        unlearn(forget=(np.full_like(x, np.nan), y))
     with pytest.raises(TypeError, match="pair"):
-        forsaken.unlearn(model, x, reference, retain)
+        unlearn(forget=x)
     with pytest.raises(TypeError, match="torch.nn.Module"):
-        forsaken.unlearn("model", forget, reference, retain)
+        unlearn("model")
     with pytest.raises(TypeError, match="ForsakenConfig"):
-        forsaken.unlearn(model, forget, reference, retain, config={"target": "fr"})
+        unlearn(config={"target": "fr"})
     with pytest.raises(TypeError, match="membership oracle"):
-        forsaken.unlearn(model, forget, reference, retain, oracle=object())
+        unlearn(oracle=object())
     with pytest.raises(ValueError, match="no trainable Linear"):
-        forsaken.unlearn(nn.Sequential(nn.Flatten(), nn.LayerNorm(6)), forget, reference, retain)
+        unlearn(nn.Sequential(nn.Flatten(), nn.LayerNorm(6)))
+
+
+def test_the_three_sets_are_keyword_only(small: tuple) -> None:
+    """forget, reference and retain are all (x, y) pairs: passed by position they could be swapped
+    unnoticed, so unlearn refuses them by position."""
+    model, forget, reference, retain = small
+    with pytest.raises(TypeError, match="positional argument"):
+        forsaken.unlearn(model, forget, reference, retain)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="positional argument"):
+        forsaken.unlearn(model, forget, reference=reference, retain=retain)  # type: ignore[misc]
+    config = forsaken.ForsakenConfig(max_steps=1, target="retrain", auc_tolerance=0.0)
+    result = forsaken.unlearn(model, forget=forget, reference=reference, retain=retain, config=config)
+    assert set(result.mask) == {n for n, _ in model.named_parameters()}
 
 
 @pytest.mark.parametrize(
@@ -485,7 +553,12 @@ def test_rank_targets_move_only_the_oracle_judged_members(memorise_mlp: Setup) -
     x_mix = np.concatenate([s.forget[0], x_ref[~outside][:5]])
     y_mix = np.concatenate([s.forget[1], y_ref[~outside][:5]])
     result = forsaken.unlearn(
-        s.model, (x_mix, y_mix), s.reference, s.retain, forsaken.ForsakenConfig(), oracle=s.oracle
+        s.model,
+        forget=(x_mix, y_mix),
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(),
+        oracle=s.oracle,
     )
     before = s.oracle.decide(s.model, x_mix, y_mix)
     after = s.oracle.decide(result.model, x_mix, y_mix)
@@ -578,19 +651,19 @@ def test_objective_hinge_needs_an_oracle_with_a_margin(memorise_mlp: Setup) -> N
     with pytest.raises(ValueError, match="objective='hinge' needs an oracle"):
         forsaken.unlearn(
             s.model,
-            s.forget,
-            s.reference,
-            s.retain,
-            forsaken.ForsakenConfig(objective="hinge"),
+            forget=s.forget,
+            reference=s.reference,
+            retain=s.retain,
+            config=forsaken.ForsakenConfig(objective="hinge"),
             oracle=s.oracle,
         )
     proxy = forsaken.LossThresholdOracle.fit(s.model, s.retain, s.reference)
     result = forsaken.unlearn(
         s.model,
-        s.forget,
-        s.reference,
-        s.retain,
-        forsaken.ForsakenConfig(objective="hinge", max_steps=40),
+        forget=s.forget,
+        reference=s.reference,
+        retain=s.retain,
+        config=forsaken.ForsakenConfig(objective="hinge", max_steps=40),
         oracle=proxy,
     )
     assert result.history[-1]["member_fraction"] < result.history[0]["member_fraction"]

@@ -73,7 +73,12 @@ def run(
     settings = forsaken.ForsakenConfig(target=target, **config)
     start = time.perf_counter()
     result = forsaken.unlearn(
-        model, (x[forget], y[forget]), (x[ref], y[ref]), (x[retain], y[retain]), settings, oracle=oracle
+        model,
+        forget=(x[forget], y[forget]),
+        reference=(x[ref], y[ref]),
+        retain=(x[retain], y[retain]),
+        config=settings,
+        oracle=oracle,
     )
     unlearn_seconds = time.perf_counter() - start
     before = oracle.decide(model, x[forget], y[forget])

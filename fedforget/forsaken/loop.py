@@ -367,6 +367,7 @@ class _Run:
 
 def unlearn(
     model: nn.Module,
+    *,
     forget: Pair,
     reference: Pair,
     retain: Pair,
@@ -378,12 +379,13 @@ def unlearn(
 
     ``reference``: samples the model never saw (the client's held-out data), which define what
     "perfectly forgotten" confidences look like; ``retain``: a few batches of retained training data,
-    which keep the accuracy. ``oracle``: a fitted membership oracle for the stopping rule (default:
-    a loss-threshold oracle fitted on ``retain`` vs ``reference``). ``accuracy_baseline``: the
-    ``retain_acc`` and ``reference_acc`` the accuracy guard is relative to (default: ``model``'s own);
-    pass ``history[0]`` of the first round when one withdrawal is unlearned over several calls with
-    the same data and seed, so that ``max_accuracy_drop`` bounds the whole withdrawal, not each call.
-    The input model is not modified.
+    which keep the accuracy. The three sets are keyword-only (they cannot be swapped by position).
+    ``oracle``: a fitted membership oracle for the stopping rule (default: a loss-threshold oracle
+    fitted on ``retain`` vs ``reference``). ``accuracy_baseline``: the ``retain_acc`` and
+    ``reference_acc`` the accuracy guard is relative to (default: ``model``'s own); pass ``history[0]``
+    of the first round when one withdrawal is unlearned over several calls with the same data and seed,
+    so that ``max_accuracy_drop`` bounds the whole withdrawal, not each call. The input model is not
+    modified.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
