@@ -480,6 +480,24 @@ def test_config_is_frozen_and_normalised() -> None:
     assert config.replace(max_steps=7).max_steps == 7
 
 
+def test_config_fields_come_in_documented_groups_and_stay_flat_keywords() -> None:
+    """FIELD_GROUPS partitions ForsakenConfig's fields, in field order; callers still build it from a flat
+    dict of overrides (forsaken_benchmark --forsaken, on_device's overrides), never by position."""
+    names = [field.name for field in dataclasses.fields(forsaken.ForsakenConfig)]
+    grouped = [name for group in forsaken.FIELD_GROUPS.values() for name in group]
+    assert grouped == names
+    assert {"stopping", "method", "safeguards"} <= set(forsaken.FIELD_GROUPS)
+    flat = {"target": "retrain", "step_size": 0.1, "max_accuracy_drop": 0.05, "seed": 3}
+    config = forsaken.ForsakenConfig(**flat)
+    assert config.group("safeguards")["max_accuracy_drop"] == 0.05
+    assert config.group("stopping")["target"] == "retrain" and config.group("run")["seed"] == 3
+    assert dataclasses.asdict(config) == {name: getattr(config, name) for name in names}
+    with pytest.raises(TypeError):
+        forsaken.ForsakenConfig("fr")  # type: ignore[misc]
+    with pytest.raises(ValueError, match="no ForsakenConfig group 'paper'"):
+        config.group("paper")
+
+
 def test_apply_mask_errors(small: tuple) -> None:
     model = small[0]
     name, param = next(iter(model.named_parameters()))

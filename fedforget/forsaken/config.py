@@ -6,12 +6,39 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["OBJECTIVES", "TARGETS", "TARGET_KINDS", "ForsakenConfig"]
+__all__ = ["FIELD_GROUPS", "OBJECTIVES", "TARGETS", "TARGET_KINDS", "ForsakenConfig"]
 
 TARGETS = ("fr", "retrain")
+"""What :func:`fedforget.forsaken.unlearn` stops on (besides the step budget), see ``docs/forsaken.md``."""
 TARGET_KINDS = ("rank", "class-mean")
 OBJECTIVES = ("auto", "hinge", "kl")
-"""What :func:`fedforget.forsaken.unlearn` stops on (besides the step budget), see ``docs/forsaken.md``."""
+FIELD_GROUPS: dict[str, tuple[str, ...]] = {
+    "stopping": ("target", "target_fr", "auc_tolerance", "max_steps"),
+    "method": (
+        "objective",
+        "step_size",
+        "lambda_retain",
+        "lambda_reference",
+        "lambda_sparse",
+        "inner_updates",
+        "generator_lr",
+        "generator_hidden",
+        "gate_floor",
+    ),
+    "targets": ("targets", "hinge_margin", "focus", "nonmember_margin"),
+    "safeguards": (
+        "max_accuracy_drop",
+        "max_scale",
+        "max_backtracks",
+        "patience",
+        "escalation",
+        "repair_steps",
+        "repair_lr",
+        "max_repairs",
+    ),
+    "run": ("batch_size", "seed", "progress"),
+}
+"""ForsakenConfig's fields by group, in field order (the class docstring says what each group is)."""
 
 
 def _number(name: str, value: Any, *, integer: bool = False) -> float:
@@ -25,47 +52,41 @@ def _number(name: str, value: Any, *, integer: bool = False) -> float:
     return float(value)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ForsakenConfig:
-    """Hyper-parameters of Forsaken; every value is checked when the object is built.
+    """Hyper-parameters of Forsaken; every value is checked when the object is built (keywords only).
 
-    Stopping (whichever comes first): ``target="fr"`` stops once the forgetting rate of the forget
-    set, judged by the membership oracle, reaches ``target_fr``; ``target="retrain"`` stops once the
-    oracle's AUC of forget-set scores against reference scores is within ``auc_tolerance`` of 0.5;
-    both stop after ``max_steps`` unlearning steps, or (``"stalled"``) after ``patience`` steps without
-    progress at the full escalation level. The equations are in ``docs/forsaken.md``.
+    The fields come in the groups of :data:`FIELD_GROUPS`, in this order (``docs/forsaken.md``, Config):
+
+    * **stopping**: what the run aims at. ``target="fr"`` stops once the forgetting rate of the forget
+      set, judged by the membership oracle, reaches ``target_fr``; ``target="retrain"`` stops once the
+      oracle's AUC of forget-set scores against reference scores is within ``auc_tolerance`` of 0.5;
+      both stop after ``max_steps`` unlearning steps, or (``"stalled"``) when the safeguards give up.
+    * **method**: the paper's loop: the mask generator (``generator_*``, ``inner_updates``,
+      ``gate_floor``), the step size and the objective's weights.
+    * **targets**: what the forget term pulls the forget set towards.
+    * **safeguards**: this implementation's additions that keep the accuracy and the progress: the
+      accuracy guard, the line search, the schedule (patience, escalation, repair).
+    * **run**: batches, seed, progress bar.
+
+    The equations are in ``docs/forsaken.md``.
     """
 
+    # ---- stopping
     target: str = "fr"
     """``"fr"`` (forgetting rate >= ``target_fr``) or ``"retrain"`` (oracle AUC within tolerance of 0.5)."""
     target_fr: float = 0.9
     """Forgetting rate to reach with ``target="fr"``, in ``(0, 1]``."""
     auc_tolerance: float = 0.03
+    """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
+    max_steps: int = 100
+    """Most unlearning steps (each applies one mask gradient); >= 1."""
+
+    # ---- method: the paper's loop
     objective: str = "kl"
     """Forget term: ``"hinge"`` (push every forget sample's oracle margin below ``-hinge_margin``; needs
     an oracle whose score is a function of the logits), ``"kl"`` (KL to the confidence targets), or
     ``"auto"`` (hinge with ``target="fr"`` when the oracle allows it, else KL)."""
-    hinge_margin: float = 0.5
-    """delta: how far below the oracle's threshold (in its margin units) the hinge pushes; >= 0."""
-    targets: str = "rank"
-    """Forget-set targets: ``"rank"`` (per sample, rank-matched to reference confidence vectors; with
-    ``target="fr"`` only oracle-judged members move, towards oracle-judged non-members) or
-    ``"class-mean"`` (every sample towards its class's mean reference confidence vector)."""
-    focus: float = 0.2
-    """``target="fr"``, KL objective: in the forget term, the weight of a forget sample the oracle judges a
-    non-member after the last accepted step (a sample still judged a member weighs 1); in [0, 1]."""
-    nonmember_margin: float = 0.2
-    """``targets="rank"``, ``target="fr"``: the fraction of oracle-judged non-member reference samples
-    closest to the threshold left out of the target pool (a safety margin); in [0, 1)."""
-    """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
-    max_steps: int = 100
-    """Most unlearning steps (each applies one mask gradient); >= 1."""
-    inner_updates: int = 1
-    """Generator updates (Adam steps) per unlearning step; >= 1."""
-    generator_lr: float = 0.05
-    """Adam learning rate of the mask generator; > 0."""
-    generator_hidden: int = 16
-    """Width of the generator's two hidden layers; >= 1."""
     step_size: float = 0.05
     """eta: a layer's mask gradient at gate 1 has RMS ``eta * RMS(layer weights)``; > 0."""
     lambda_retain: float = 3.0
@@ -75,11 +96,33 @@ class ForsakenConfig:
     term's initial value; >= 0."""
     lambda_sparse: float = 0.05
     """Weight of the normalised L1 norm of the mask gradient; >= 0."""
+    inner_updates: int = 1
+    """Generator updates (Adam steps) per unlearning step; >= 1."""
+    generator_lr: float = 0.05
+    """Adam learning rate of the mask generator; > 0."""
+    generator_hidden: int = 16
+    """Width of the generator's two hidden layers; >= 1."""
+    gate_floor: float = 0.1
+    """Applied gates below this are set to exactly 0 (the neuron is not touched); in [0, 2)."""
+
+    # ---- targets
+    targets: str = "rank"
+    """Forget-set targets: ``"rank"`` (per sample, rank-matched to reference confidence vectors; with
+    ``target="fr"`` only oracle-judged members move, towards oracle-judged non-members) or
+    ``"class-mean"`` (every sample towards its class's mean reference confidence vector)."""
+    hinge_margin: float = 0.5
+    """delta: how far below the oracle's threshold (in its margin units) the hinge pushes; >= 0."""
+    focus: float = 0.2
+    """``target="fr"``, KL objective: in the forget term, the weight of a forget sample the oracle judges a
+    non-member after the last accepted step (a sample still judged a member weighs 1); in [0, 1]."""
+    nonmember_margin: float = 0.2
+    """``targets="rank"``, ``target="fr"``: the fraction of oracle-judged non-member reference samples
+    closest to the threshold left out of the target pool (a safety margin); in [0, 1)."""
+
+    # ---- safeguards
     max_accuracy_drop: float = 0.03
     """A step is undone when the accuracy on the held-out retained or reference samples falls more than
     this below the original model's (or below ``unlearn``'s ``accuracy_baseline``); in [0, 1]."""
-    gate_floor: float = 0.1
-    """Applied gates below this are set to exactly 0 (the neuron is not touched); in [0, 2)."""
     max_scale: float = 4.0
     """Line search: a step is first tried at ``max_scale`` times its size, then halved (see max_backtracks)
     until it helps; >= 1."""
@@ -100,6 +143,8 @@ class ForsakenConfig:
     """Adam learning rate of the repair steps, relative to each tensor's RMS; > 0."""
     max_repairs: int = 3
     """Most repair phases in one call (each counts as one step of ``max_steps``); >= 0."""
+
+    # ---- run
     batch_size: int = 128
     """Samples per retained / reference batch, and the cap on forget samples per step; >= 1."""
     seed: int = 0
@@ -184,3 +229,9 @@ class ForsakenConfig:
     def replace(self, **changes: Any) -> ForsakenConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+    def group(self, name: str) -> dict[str, Any]:
+        """The fields of group ``name`` of :data:`FIELD_GROUPS` and their values."""
+        if name not in FIELD_GROUPS:
+            raise ValueError(f"no ForsakenConfig group {name!r}; the groups are {', '.join(FIELD_GROUPS)}")
+        return {field: getattr(self, field) for field in FIELD_GROUPS[name]}
