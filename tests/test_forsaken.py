@@ -317,6 +317,49 @@ def test_linear_models_logreg_and_hinge_svm(model_name: str) -> None:
     assert after >= before - 0.03, (before, after)
 
 
+# ------------------------------------------------------------------------------------------ ablation
+@pytest.mark.parametrize("gates", ["fixed", "none"])
+def test_the_ablations_run_the_same_loop_without_the_trained_generator(
+    memorise_mlp: Setup, gates: str
+) -> None:
+    """gates="fixed" (every gate 1) and "none" (plain fine-tuning on J) give a finite mask over every
+    parameter, through the same line search, guard and stopping; the generator is never trained, and
+    the mask differs from the learned generator's."""
+    s = memorise_mlp
+    config = forsaken.ForsakenConfig(max_steps=3, seed=2)
+
+    def run(gates: str) -> forsaken.ForsakenResult:
+        return forsaken.unlearn(
+            s.model,
+            forget=s.forget,
+            reference=s.reference,
+            retain=s.retain,
+            config=config.replace(gates=gates),
+            oracle=s.oracle,
+        )
+
+    learned, ablated = run("learned"), run(gates)
+    shapes = {n: p.shape for n, p in s.model.named_parameters()}
+    assert {n: d.shape for n, d in ablated.mask.items()} == shapes
+    assert all(bool(torch.isfinite(d).all()) for d in ablated.mask.values())
+    assert ablated.steps > 0 and any(bool((d != 0).any()) for d in ablated.mask.values())
+    assert ablated.stopped_because in ("target-fr", "max-steps", "stalled")
+    assert any(not torch.equal(ablated.mask[n], learned.mask[n]) for n in shapes)
+    initial = forsaken.MaskGenerator.seeded(config.seed, hidden=config.generator_hidden)
+    for trained, untouched in zip(ablated.generator.parameters(), initial.parameters(), strict=True):
+        assert torch.equal(trained, untouched)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(learned.generator.parameters(), initial.parameters(), strict=True)
+    )
+    steps = [row for row in ablated.history[1:] if row["accepted"]]
+    assert all(row["gated_neurons"] == ablated.num_neurons for row in steps)  # every neuron moves
+    if gates == "none":
+        assert all(row["sparse"] == 0.0 for row in steps)
+    for key in ("objective", "forget_loss", "retain_loss", "fr", "auc"):
+        assert all(np.isfinite(row[key]) for row in ablated.history), key
+
+
 # ------------------------------------------------------------------------------------ architectures
 class _ConvBN(nn.Module):
     loss_name = "cross_entropy"
@@ -465,6 +508,7 @@ def test_the_three_sets_are_keyword_only(small: tuple) -> None:
         ({"repair_steps": -1}, ValueError, "repair_steps must be >= 0"),
         ({"repair_lr": 0.0}, ValueError, "repair_lr must be > 0"),
         ({"max_repairs": 1.5}, TypeError, "max_repairs must be an integer"),
+        ({"gates": "random"}, ValueError, "gates must be one of learned, fixed, none"),
     ],
 )
 def test_config_validation(changes: dict, error: type, message: str) -> None:

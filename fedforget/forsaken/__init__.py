@@ -17,7 +17,7 @@ The paper's loop is :mod:`fedforget.forsaken.loop` (generator -> mask -> apply -
 its equations and every design choice are in ``docs/forsaken.md``.
 """
 
-from fedforget.forsaken.config import FIELD_GROUPS, TARGETS, ForsakenConfig
+from fedforget.forsaken.config import FIELD_GROUPS, GATES, TARGETS, ForsakenConfig
 from fedforget.forsaken.generator import MaskGenerator
 from fedforget.forsaken.inputs import GUARDED
 from fedforget.forsaken.loop import ForsakenResult, unlearn
@@ -28,6 +28,7 @@ from fedforget.forsaken.oracle import LossThresholdOracle, auc, forgetting_rate
 __all__ = [
     "FEATURE_NAMES",
     "FIELD_GROUPS",
+    "GATES",
     "GUARDED",
     "TARGETS",
     "ForsakenConfig",

@@ -6,15 +6,18 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["FIELD_GROUPS", "OBJECTIVES", "TARGETS", "TARGET_KINDS", "ForsakenConfig"]
+__all__ = ["FIELD_GROUPS", "GATES", "OBJECTIVES", "TARGETS", "TARGET_KINDS", "ForsakenConfig"]
 
 TARGETS = ("fr", "retrain")
 """What :func:`fedforget.forsaken.unlearn` stops on (besides the step budget), see ``docs/forsaken.md``."""
 TARGET_KINDS = ("rank", "class-mean")
 OBJECTIVES = ("auto", "hinge", "kl")
+GATES = ("learned", "fixed", "none")
+"""``ForsakenConfig.gates``: the trained generator (the method), or an ablation (``forsaken.ablation``)."""
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
     "stopping": ("target", "target_fr", "auc_tolerance", "max_steps"),
     "method": (
+        "gates",
         "objective",
         "step_size",
         "lambda_retain",
@@ -62,7 +65,7 @@ class ForsakenConfig:
       set, judged by the membership oracle, reaches ``target_fr``; ``target="retrain"`` stops once the
       oracle's AUC of forget-set scores against reference scores is within ``auc_tolerance`` of 0.5;
       both stop after ``max_steps`` unlearning steps, or (``"stalled"``) when the safeguards give up.
-    * **method**: the paper's loop: the mask generator (``generator_*``, ``inner_updates``,
+    * **method**: the paper's loop: the mask generator (``gates``, ``generator_*``, ``inner_updates``,
       ``gate_floor``), the step size and the objective's weights.
     * **targets**: what the forget term pulls the forget set towards.
     * **safeguards**: this implementation's additions that keep the accuracy and the progress: the
@@ -83,6 +86,10 @@ class ForsakenConfig:
     """Most unlearning steps (each applies one mask gradient); >= 1."""
 
     # ---- method: the paper's loop
+    gates: str = "learned"
+    """Where each step's per-neuron gates come from: ``"learned"`` (the trained mask generator: the
+    method), or the ablations ``"fixed"`` (every gate 1, no generator) and ``"none"`` (plain fine-tuning
+    of the parameters on the same objective); ``docs/forsaken.md``, Ablation."""
     objective: str = "kl"
     """Forget term: ``"hinge"`` (push every forget sample's oracle margin below ``-hinge_margin``; needs
     an oracle whose score is a function of the logits), ``"kl"`` (KL to the confidence targets), or
@@ -171,6 +178,10 @@ class ForsakenConfig:
                 f"ForsakenConfig.targets must be one of {', '.join(TARGET_KINDS)}; got {self.targets!r}"
             )
         object.__setattr__(self, "targets", kind)
+        gates = str(self.gates).strip().lower() if isinstance(self.gates, str) else self.gates
+        if gates not in GATES:
+            raise ValueError(f"ForsakenConfig.gates must be one of {', '.join(GATES)}; got {self.gates!r}")
+        object.__setattr__(self, "gates", gates)
         checks: tuple[tuple[str, bool, str, bool], ...] = (
             # name, integer, rule, ok
             ("target_fr", False, "in (0, 1]", 0 < _number("target_fr", self.target_fr) <= 1),

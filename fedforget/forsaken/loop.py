@@ -12,7 +12,8 @@ One unlearning step (``docs/forsaken.md``), at the weights ``w = w_0 + M`` and a
 
 The pieces: :mod:`~fedforget.forsaken.objective` (J), :mod:`~fedforget.forsaken.targets`,
 :mod:`~fedforget.forsaken.mask`, :mod:`~fedforget.forsaken.line_search` (apply, guard),
-:mod:`~fedforget.forsaken.measure` (judge) and :mod:`~fedforget.forsaken.schedule`.
+:mod:`~fedforget.forsaken.measure` (judge), :mod:`~fedforget.forsaken.schedule`, and
+:mod:`~fedforget.forsaken.ablation` (``gates="fixed"`` / ``"none"`` replace step 1).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fedforget.forsaken.ablation import FineTuning, fixed_gates
 from fedforget.forsaken.config import ForsakenConfig
 from fedforget.forsaken.generator import MaskGenerator
 from fedforget.forsaken.inputs import (
@@ -67,6 +69,7 @@ class ForsakenResult:
     """Neurons (see :mod:`fedforget.forsaken.neurons`) with a non-zero entry in the mask."""
     num_neurons: int
     generator: MaskGenerator
+    """The trained generator (untrained with ``gates="fixed"`` / ``"none"``)."""
     oracle: Any
     """The oracle that judged the stopping rule (the given one, or the fitted proxy)."""
     seconds: float
@@ -149,15 +152,21 @@ class _Run:
         )
         self.generator = MaskGenerator.seeded(config.seed, hidden=config.generator_hidden).to(device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
+        self.fine_tuning = FineTuning(self.objective) if config.gates == "none" else None
 
     # ---- steps 1 and 2: generator -> mask
     def propose(self, batch: Batch, eta: float) -> _Proposed:
         """The step proposed on ``batch`` (``eta``: the line search's base size, for training and S(m))."""
         weights = self.weights
+        if self.fine_tuning is not None:  # gates="none": plain fine-tuning
+            return _Proposed(self.fine_tuning.proposal(batch), weights.num_neurons, lambda mask, eta: 0.0)
         features, forget_dir, keep_dir = directions(self.objective, batch)
-        self.train_generator(features, forget_dir, keep_dir, batch, eta)
-        with torch.no_grad():
-            gates = MaskGenerator.hard(self.generator(features), self.config.gate_floor)
+        if self.config.gates == "fixed":
+            gates = fixed_gates(weights.num_neurons, features.device)
+        else:
+            self.train_generator(features, forget_dir, keep_dir, batch, eta)
+            with torch.no_grad():
+                gates = MaskGenerator.hard(self.generator(features), self.config.gate_floor)
 
         def propose(size: float) -> dict[str, torch.Tensor]:
             return mask_from_gates(weights.layers, gates, forget_dir, keep_dir, size)
