@@ -786,3 +786,12 @@ def test_fit_oracle_for_builds_the_servers_oracle_from_the_run_config() -> None:
     no_aux = config.replace(aux_fraction=0.0)
     with pytest.raises(ValueError, match="aux-fraction is 0"):
         fit_oracle_for(no_aux, dataset, split_for(no_aux))
+
+
+def test_the_centralized_experiment_driver_lives_in_simulations() -> None:
+    """simulations/forsaken_experiment.py (moved out of the library): a tiny run on memorise."""
+    from simulations import forsaken_experiment
+
+    out = forsaken_experiment.run("memorise", "mlp", members=200, reference=60, epochs=2, retrain=False)
+    assert out["num_forget"] == 10 and out["stopped_because"] in ("target-fr", "stalled", "max-steps")
+    assert 0.0 <= out["acc_after"] <= 1.0 and "retrain_acc" not in out

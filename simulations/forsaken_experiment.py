@@ -1,6 +1,6 @@
 """Centralized Forsaken experiment (one client = centralized unlearning), the protocol of docs/forsaken.md.
 
-    .venv/bin/python -m fedforget.forsaken.experiment --dataset location --model mlp [--target retrain]
+    .venv/bin/python -m simulations.forsaken_experiment --dataset location --model mlp [--target retrain]
 
 Train a target on ``--members`` random training samples (seeded). Forget 5 % of them. The reference is
 ``--reference`` other training samples the target never saw. The oracle is fitted on the remaining
