@@ -19,19 +19,26 @@ be followed by its backward. That is exact for training and an upper bound for a
 (which evaluates under ``torch.no_grad`` wherever it does not differentiate), so it can only make a
 method look dearer, never cheaper. Forwards outside a block are not counted; blocks nest (an inner
 block's passes count in the outer one too).
+
+**Profiles.** Code may name what it is doing with ``with phase("line-search"): ...``; every open
+counter then also adds the passes to ``by_phase[name]`` (the innermost phase's name when phases
+nest) and the seconds spent to ``seconds_by_phase[name]`` (exclusive: an inner phase's seconds are
+not its outer phase's). Passes outside any phase go to ``"other"``. A phase with no counter open
+costs one ``perf_counter`` call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["SamplePasses", "count_forward", "count_sample_passes", "not_counted", "track"]
+__all__ = ["SamplePasses", "count_forward", "count_sample_passes", "not_counted", "phase", "track"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -40,6 +47,10 @@ class SamplePasses:
 
     forward: int = 0
     backward: int = 0
+    by_phase: dict[str, int] = dataclasses.field(default_factory=dict)
+    """``forward + backward`` per named phase (module docstring, Profiles)."""
+    seconds_by_phase: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Exclusive wall seconds per named phase."""
 
     @property
     def total(self) -> int:
@@ -49,8 +60,19 @@ class SamplePasses:
     def to_dict(self) -> dict[str, int]:
         return {"forward": self.forward, "backward": self.backward, "total": self.total}
 
+    def profile(self) -> dict[str, dict[str, float]]:
+        """``{phase: {"passes", "seconds"}}``, dearest phase first."""
+        names = sorted(
+            set(self.by_phase) | set(self.seconds_by_phase), key=lambda n: -self.by_phase.get(n, 0)
+        )
+        return {
+            n: {"passes": self.by_phase.get(n, 0), "seconds": self.seconds_by_phase.get(n, 0.0)}
+            for n in names
+        }
+
 
 _OPEN: list[SamplePasses] = []
+_PHASES: list[list[Any]] = []  # [name, started, seconds of inner phases]
 
 
 def count_forward(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
@@ -59,10 +81,13 @@ def count_forward(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> No
         return
     n = int(inputs[0].shape[0])
     differentiated = torch.is_grad_enabled()
+    name = _PHASES[-1][0] if _PHASES else "other"
+    cost = 2 * n if differentiated else n
     for counter in _OPEN:
         counter.forward += n
         if differentiated:
             counter.backward += n
+        counter.by_phase[name] = counter.by_phase.get(name, 0) + cost
 
 
 def track(model: nn.Module) -> nn.Module:
@@ -95,3 +120,20 @@ def not_counted() -> Iterator[None]:
         yield
     finally:
         _OPEN[:] = saved
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Attribute the passes and (exclusive) seconds inside this block to ``name`` in every open
+    counter (module docstring, Profiles)."""
+    entry: list[Any] = [name, time.perf_counter(), 0.0]
+    _PHASES.append(entry)
+    try:
+        yield
+    finally:
+        _PHASES.pop()
+        elapsed = time.perf_counter() - entry[1]
+        if _PHASES:
+            _PHASES[-1][2] += elapsed
+        for counter in _OPEN:
+            counter.seconds_by_phase[name] = counter.seconds_by_phase.get(name, 0.0) + elapsed - entry[2]

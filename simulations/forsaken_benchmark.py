@@ -309,6 +309,7 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
                 "speedup": _ratio(retrain["seconds"], unlearned["seconds"]),
                 "passes-unlearn": passes_u.to_dict(),
                 "passes-retrain": passes_r.to_dict(),
+                "profile-unlearn": passes_u.profile(),
                 "pass-ratio": _ratio(passes_r.total, passes_u.total),
                 "bytes-unlearn": unlearned["bytes"],
                 "bytes-retrain": retrain["bytes"],

@@ -33,7 +33,7 @@ import torch
 from fedforget import forsaken
 from fedforget.client_data import ClientData
 from fedforget.config import RunConfig
-from fedforget.cost import count_sample_passes, not_counted
+from fedforget.cost import count_sample_passes, not_counted, phase
 from fedforget.forsaken.on_device import guard_name, unlearn_on_device
 from fedforget.steer import fit_steering_oracle, steer_report, steer_seed
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
@@ -88,40 +88,43 @@ class _InProcess:
         guard = guards.get(owner) or {}
         baseline = {k: guard[guard_name(k)] for k in forsaken.GUARDED} if guard else None
         before = self.model_at(state)
-        steer = fit_steering_oracle(
-            before,
-            retained=self.retained,
-            heldout=self.reference,
-            seed=steer_seed(self.config.seed, self.server_round, owner),
-        )
-        result = unlearn_on_device(
-            before,
-            forget=(self.x_forget, self.y_forget),
-            reference=self.reference,
-            retained=self.retained,
-            run_seed=self.config.seed,
-            server_round=self.server_round,
-            partition_id=owner,
-            retain_samples=self.config.retain_samples,
-            target=self.config.unlearn_target,
-            target_fr=self.config.target_fr,
-            max_steps=self.config.forsaken_steps,
-            oracle=steer,
-            accuracy_baseline=baseline,
-            overrides=self.overrides,
-        )
+        with phase("steer-oracle"):
+            steer = fit_steering_oracle(
+                before,
+                retained=self.retained,
+                heldout=self.reference,
+                seed=steer_seed(self.config.seed, self.server_round, owner),
+            )
+        with phase("forsaken"):
+            result = unlearn_on_device(
+                before,
+                forget=(self.x_forget, self.y_forget),
+                reference=self.reference,
+                retained=self.retained,
+                run_seed=self.config.seed,
+                server_round=self.server_round,
+                partition_id=owner,
+                retain_samples=self.config.retain_samples,
+                target=self.config.unlearn_target,
+                target_fr=self.config.target_fr,
+                max_steps=self.config.forsaken_steps,
+                oracle=steer,
+                accuracy_baseline=baseline,
+                overrides=self.overrides,
+            )
         first = baseline if baseline is not None else {k: result.history[0][k] for k in forsaken.GUARDED}
         metrics = {guard_name(k): float(v) for k, v in first.items()}
         metrics["client-seconds"] = result.seconds
-        report = steer_report(
-            steer,
-            before=before,
-            after=forsaken.apply_mask(before, result.mask),
-            forget=(self.x_forget, self.y_forget),
-            heldout=self.reference,
-            target=self.config.unlearn_target,
-            target_fr=self.config.target_fr,
-        )
+        with phase("steer-report"):
+            report = steer_report(
+                steer,
+                before=before,
+                after=forsaken.apply_mask(before, result.mask),
+                forget=(self.x_forget, self.y_forget),
+                heldout=self.reference,
+                target=self.config.unlearn_target,
+                target_fr=self.config.target_fr,
+            )
         metrics.update(report.metrics())
         self.round_fields = {
             "steps": result.steps,

@@ -53,3 +53,24 @@ def test_fedavg_costs_exactly_two_passes_per_sample_per_local_epoch_plus_its_two
     assert passes.backward == trained
     assert passes.forward == trained + 2 * len(dataset.y_test)  # rounds 0 and last are evaluated
     assert np.isfinite(passes.total)
+
+
+def test_phases_attribute_passes_to_the_innermost_phase_and_seconds_exclusively() -> None:
+    import time
+
+    from fedforget.cost import phase
+
+    _, dataset = _memorise()
+    model = models.build_model("auto", dataset.info, seed=0)
+    x = torch.tensor(dataset.x_train[:10])
+    with count_sample_passes() as passes:
+        with phase("outer"):
+            model(x)  # 10 forwards + 10 backwards (grad mode on)
+            with phase("inner"), torch.no_grad():
+                model(x[:4])
+                time.sleep(0.05)
+        model(x[:3])
+    assert passes.by_phase == {"outer": 20, "inner": 4, "other": 6}
+    assert sum(passes.by_phase.values()) == passes.total
+    assert passes.seconds_by_phase["inner"] >= 0.05 > passes.seconds_by_phase["outer"]
+    assert list(passes.profile()) == ["outer", "other", "inner"]
