@@ -453,11 +453,13 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [
         "**Forgetting, per attack** (judge AUC: the attack's power on the original model, members = "
         "retained, non-members = held-out; FR = (A_F - B_F) / B_T against the original model's decisions, "
-        "n/m = not measurable; AUC: forget set vs never-seen data; verdict: Forsaken against retraining)",
+        "n/m = not measurable; AUC: forget set vs never-seen data; SE: Hanley-McNeil standard error of "
+        "AUC Forsaken - AUC retrain, large where few samples are withdrawn; verdict: Forsaken against "
+        "retraining, AUC within 0.05 and FR within 0.1)",
         "",
         "| case | variant | seed | n (B_T) | attack | judge AUC | FR Forsaken | FR retrain | AUC original "
-        "| AUC Forsaken | AUC retrain | verdict |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| AUC Forsaken | AUC retrain | SE of the difference | verdict |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cases:
         for a in c["attacks"]:
@@ -466,6 +468,7 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                 f"| {_fmt(c[f'judge-auc-{a}'], 3)}{'' if c[f'judge-measurable-{a}'] else ' (chance)'} "
                 f"| {_fr(c, 'forsaken', a)} | {_fr(c, 'retrain', a)} | {_fmt(c[f'auc-original-{a}'], 3)} "
                 f"| {_fmt(c[f'auc-forsaken-{a}'], 3)} | {_fmt(c[f'auc-retrain-{a}'], 3)} "
+                f"| {_fmt(c.get(f'auc-diff-se-forsaken-{a}'), 3)} "
                 f"| {c[f'verdict-forsaken-{a}']} |"
             )
     lines += [

@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from torch import nn
 
 from fedforget.judge import ForgetJudgement, Judge, JudgePower, judge_forget_set, retrain_verdict
 from fedforget.judge.for_run import calibrate_clients, fit_run_judge
+from fedforget.judge.histogram import hanley_mcneil_se
 
 __all__ = ["ModelLook", "WithdrawalJudge", "judgement_fields"]
 
@@ -116,8 +118,11 @@ def judgement_fields(
 ) -> dict[str, Any]:
     """Flat results columns of one arm (``forsaken``, ``retrain``, ...) under every attack ``a``:
     ``fr-<arm>-<a>`` (None when not measurable), ``fr-status-<arm>-<a>``, ``b-t-<a>``, ``auc-<arm>-<a>``,
-    ``auc-original-<a>``, ``judge-auc-<a>`` (the attack's power on the original model) and, with
-    ``retrained``, ``verdict-<arm>-<a>`` and ``auc-diff-<arm>-<a>`` (:func:`retrain_verdict`)."""
+    ``auc-original-<a>``, ``judge-auc-<a>`` (the attack's power on the original model),
+    ``auc-se-<arm>-<a>`` (the Hanley-McNeil standard error of the arm's AUC: forget samples x the
+    model's held-out samples; a few forget samples make it large) and, with ``retrained``,
+    ``verdict-<arm>-<a>``, ``auc-diff-<arm>-<a>`` and ``auc-diff-se-<arm>-<a>`` (the two AUCs' standard
+    errors combined) (:func:`retrain_verdict`)."""
     out: dict[str, Any] = {}
     for attack, j in judged.items():
         d = j.to_dict()
@@ -128,9 +133,22 @@ def judgement_fields(
         out[f"auc-original-{attack}"] = d["auc-before"]
         out[f"judge-auc-{attack}"] = j.power_before.auc
         out[f"judge-measurable-{attack}"] = bool(j.power_before.measurable)
+        out[f"auc-se-{arm}-{attack}"] = _none(auc_se(j))
     if retrained is not None:
         for attack, v in retrain_verdict(unlearned=judged, retrained=retrained).items():
             out[f"verdict-{arm}-{attack}"] = v["verdict"]
             out[f"auc-diff-{arm}-{attack}"] = v["auc-diff"]
             out[f"fr-diff-{arm}-{attack}"] = v["fr-diff"]
+            if attack in judged and attack in retrained:
+                se = math.hypot(auc_se(judged[attack]), auc_se(retrained[attack]))
+                out[f"auc-diff-se-{arm}-{attack}"] = _none(se)
     return out
+
+
+def auc_se(judgement: ForgetJudgement) -> float:
+    """Hanley-McNeil standard error of the forget-vs-never-seen AUC after unlearning."""
+    return hanley_mcneil_se(judgement.auc_after, judgement.counts.n, judgement.power_after.num_nonmembers)
+
+
+def _none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +224,10 @@ def test_benchmark_main_judges_with_the_servers_judge_and_counts_the_cost(
         assert case[f"verdict-forsaken-{a}"] in forsaken_benchmark.VERDICT_SHORT
         for arm in ("forsaken", "retrain"):  # FR is a number exactly when the judgement is measured
             assert (case[f"fr-{arm}-{a}"] is None) is (case[f"fr-status-{arm}-{a}"] != "measured")
+        # the AUC difference's standard error grows as the forget set shrinks: ~1/sqrt(n) at least
+        se = case[f"auc-diff-se-forsaken-{a}"]
+        assert se == pytest.approx(math.hypot(case[f"auc-se-forsaken-{a}"], case[f"auc-se-retrain-{a}"]))
+        assert 0.5 / math.sqrt(12 * case["num-forget"]) < se < 0.5
     # memorise is memorised: the headline attack sees it on the original model
     assert case["judge-measurable-loss"] and case["judge-auc-loss"] >= 0.65
     # cost: sample-passes counted for both arms; retraining = 2 passes per sample per local epoch at least
