@@ -18,7 +18,8 @@ model **memorises**: the judge's AUC on it is >= 0.65 where the data allows; ``-
    auxiliary data, seeded apart). Nothing an unlearning method sees: Forsaken steers by the device's
    own oracle (:mod:`fedforget.steer`). Its fitting time is reported apart.
 3. **Withdrawal**: client 0 withdraws a seeded ``fraction`` of its training samples (``resolve_ids``
-   of ``ROUND:0:samples:FRACTION``), or with ``--grain class`` every sample of class 0 it holds.
+   of ``ROUND:0:samples:FRACTION``); with ``--grain class`` every sample of class 0 it holds; with
+   ``--grain client`` all of its data (its device then keeps its held-out samples as ``retain``).
 4. **Forsaken** as the federation runs it (:func:`simulations.forsaken_rounds.unlearn_like_the_federation`,
    the loop of ``server/unlearning.py``), once per ``--variants`` entry (ForsakenConfig overrides, e.g.
    the ablation ``gates=fixed`` / ``gates=none``). Timed and counted: wall seconds and
@@ -31,7 +32,12 @@ model **memorises**: the judge's AUC on it is >= 0.65 where the data allows; ``-
    the forget-vs-never-seen AUC of the original, Forsaken and retrained models, and the verdict
    against retraining (``retrain-equivalent``, ``under-forgetting``, ``over-forgetting``: AUC within
    0.05 of the retrained model's, FR within 0.1).
-7. With ``--ulira K`` (small models): K further trainings of the same federation with other training
+7. With ``--baselines`` (``federaser``, ``finetune``, ``retrain``): those methods of
+   :mod:`fedforget.baselines` from the same original (FedEraser's store recorded while it trained),
+   judged and costed the same way. Their rows use the same columns: the unlearning arm's are named
+   ``*-forsaken-*`` in every row and ``method`` says which method produced them (``retrain`` against
+   retraining is the benchmark's own check: pass ratio 1, the same AUCs).
+8. With ``--ulira K`` (small models): K further trainings of the same federation with other training
    seeds, each unlearned by Forsaken and retrained, and the per-sample U-LiRA check
    (:func:`fedforget.judge.ulira_check`) of the K+1 unlearned against the K+1 retrained models' judge
    scores on the forget set (accuracy 0.5: indistinguishable).
@@ -66,7 +72,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fedforget import data, forsaken, models
+from fedforget import baselines, data, forsaken, models
 from fedforget.client_data import ClientData, split_for
 from fedforget.config import RunConfig
 from fedforget.cost import count_sample_passes
@@ -86,7 +92,9 @@ OTHERS = ("digits", "adult", "mnist", "fashion-mnist")
 DATASETS = MEMORISING + OTHERS
 QUICK_DATASETS = ("memorise", "location")
 PARTITIONINGS = ("iid", "dirichlet")
-GRAINS = ("samples", "class")
+GRAINS = ("samples", "class", "client")
+BASELINES = ("federaser", "finetune", "retrain")
+"""Baselines ``--baselines`` runs beside Forsaken from the same original (client-grain comparisons)."""
 NUM_CLIENTS = 5
 DATASET_SETTINGS: dict[str, dict[str, Any]] = {
     "memorise": {"num_rounds": 10, "local_epochs": 3},
@@ -174,9 +182,17 @@ def test_accuracy(config: RunConfig, model: torch.nn.Module) -> float:
 
 
 def withdrawal(config: RunConfig, client: ClientData, grain: str, fraction: float) -> WithdrawalRequest:
-    """Client 0's request after the last training round: ``fraction`` of its samples, or class 0."""
-    arg = fraction if grain == "samples" else 0
+    """Client 0's request after the last training round: ``fraction`` of its samples, every sample of
+    class 0 it holds, or all of its data (``grain`` samples / class / client)."""
+    arg = {"samples": fraction, "class": 0, "client": None}[grain]
     return WithdrawalRequest(config.num_rounds + 1, client.partition_id, grain, arg)
+
+
+def case_label(name: str, request: WithdrawalRequest) -> str:
+    """``dataset/partitioning/model/samples/0.05``, ``.../class/0`` or ``.../client``."""
+    if request.grain == "samples":
+        return f"{name}/samples/{request.arg:g}"
+    return f"{name}/class/{request.arg}" if request.grain == "class" else f"{name}/client"
 
 
 def retrain_bytes(config: RunConfig, model_bytes: int) -> int:
@@ -245,7 +261,8 @@ def targets(case: dict[str, Any], attacks: Sequence[str]) -> dict[str, bool | No
 
 
 def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
-    """Train the original model and fit the judge once, then run every withdrawal and variant."""
+    """Train the original model and fit the judge once, then run every withdrawal, Forsaken variant
+    and baseline."""
     config = make_config(group, args)
     dataset = data.load(config)
     name = f"{group.dataset}/{group.partitioning}/{config.model}"
@@ -253,7 +270,8 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         f"{name} seed {group.seed}: training the original model ({config.num_rounds} FedAvg rounds x "
         f"{config.local_epochs} local epochs, {config.num_clients} clients)"
     )
-    original = fedavg(config, progress=args.progress)
+    store_every = 1 if "federaser" in args.baselines else None  # FedEraser's store, recorded in training
+    original, trained = baselines.train_original(config, federaser_every=store_every, progress=args.progress)
     original_model = model_from_state(config, original.state_dict)
     clients = [ClientData.for_partition(config, k) for k in range(config.num_clients)]
     client = clients[0]
@@ -271,17 +289,17 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         before = wj.look(original_model, withdrawn=False)
         retrain = run_retrain(config, forget_ids)
         on_retrain = wj.judged(before, wj.look(retrain["model"]))
-        label = f"{name}/{request.grain}" + (
-            f"/{request.arg:g}" if request.grain == "samples" else f"/{request.arg}"
-        )
-        for overrides in args.variants:
-            unlearned = run_forsaken(config, original_model, client, forget_ids, overrides)
-            on_forsaken = wj.judged(before, wj.look(unlearned["model"]))
-            acc_forsaken = test_accuracy(config, unlearned["model"])
-            passes_u, passes_r = unlearned["sample-passes"], retrain["sample-passes"]
+        label = case_label(name, request)
+        arms = [forsaken_arm(config, original_model, client, forget_ids, o) for o in args.variants]
+        arms += [baseline_arm(config, trained, forget_ids, m) for m in args.baselines]
+        for arm in arms:
+            on_arm = wj.judged(before, wj.look(arm["model"]))
+            acc = test_accuracy(config, arm["model"])
+            passes_u, passes_r = arm["sample-passes"], retrain["sample-passes"]
             case = {
                 "case": label,
-                "variant": variant_name(overrides),
+                "variant": arm["variant"],
+                "method": arm["method"],
                 "seed": group.seed,
                 "target": config.unlearn_target,
                 "dataset": group.dataset,
@@ -294,33 +312,30 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
                 "client-0-holdout": len(client.holdout_ids),
                 "judge": attacks[0],
                 "attacks": attacks,
-                **judgement_fields(on_forsaken, arm="forsaken", retrained=on_retrain),
+                **judgement_fields(on_arm, arm="forsaken", retrained=on_retrain),
                 **judgement_fields(on_retrain, arm="retrain"),
                 "acc-original": original.test_accuracy,
-                "acc-forsaken": acc_forsaken,
+                "acc-forsaken": acc,
                 "acc-retrain": retrain["test-accuracy"],
-                "acc-loss": original.test_accuracy - acc_forsaken,
-                "acc-below-retrain": retrain["test-accuracy"] - acc_forsaken,
+                "acc-loss": original.test_accuracy - acc,
+                "acc-below-retrain": retrain["test-accuracy"] - acc,
                 "forget-acc-original": evaluate(original_model, *wj.forget).accuracy,
-                "forget-acc-forsaken": evaluate(unlearned["model"], *wj.forget).accuracy,
+                "forget-acc-forsaken": evaluate(arm["model"], *wj.forget).accuracy,
                 "forget-acc-retrain": evaluate(retrain["model"], *wj.forget).accuracy,
-                "seconds-unlearn": unlearned["seconds"],
+                "seconds-unlearn": arm["seconds"],
                 "seconds-retrain": retrain["seconds"],
-                "speedup": _ratio(retrain["seconds"], unlearned["seconds"]),
+                "speedup": _ratio(retrain["seconds"], arm["seconds"]),
                 "passes-unlearn": passes_u.to_dict(),
                 "passes-retrain": passes_r.to_dict(),
                 "profile-unlearn": passes_u.profile(),
                 "pass-ratio": _ratio(passes_r.total, passes_u.total),
-                "bytes-unlearn": unlearned["bytes"],
+                "bytes-unlearn": arm["bytes"],
                 "bytes-retrain": retrain["bytes"],
-                "bytes-ratio": _ratio(retrain["bytes"], unlearned["bytes"]),
+                "bytes-ratio": _ratio(retrain["bytes"], arm["bytes"]),
                 "seconds-original": original.seconds,
                 "seconds-judge-fit": judge.fit_seconds,
                 "training": training_recipe(config),
-                "unlearn-rounds": len(unlearned["rounds"]),
-                "forsaken-steps": sum(r.get("steps", 0) for r in unlearned["rounds"]),
-                "unlearning": unlearned["rounds"],
-                "steer-target-met": unlearned["steer-target-met"],
+                **arm["fields"],
                 "original-history": original.history,
             }
             case["targets"] = targets(case, attacks)
@@ -332,13 +347,53 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
                 f"FR {_fmt(case[f'fr-forsaken-{h}'])} (retrain {_fmt(case[f'fr-retrain-{h}'])}), AUC "
                 f"{_fmt(case[f'auc-original-{h}'], 3)} -> {_fmt(case[f'auc-forsaken-{h}'], 3)} (retrain "
                 f"{_fmt(case[f'auc-retrain-{h}'], 3)}): {case[f'verdict-forsaken-{h}']} | acc "
-                f"{case['acc-original']:.4f} -> {acc_forsaken:.4f} (retrain {case['acc-retrain']:.4f}) | "
+                f"{case['acc-original']:.4f} -> {acc:.4f} (retrain {case['acc-retrain']:.4f}) | "
                 f"passes {_fmt(case['pass-ratio'], 1)}x, wall {_fmt(case['speedup'], 1)}x "
                 "fewer than retraining"
             )
         if args.ulira and forget_ids is forget_sets[0]:
             cases[-1]["ulira"] = ulira(config, clients, forget_ids, judge, original_model, retrain, args, log)
     return cases
+
+
+def forsaken_arm(
+    config: RunConfig,
+    model: torch.nn.Module,
+    client: ClientData,
+    forget_ids: np.ndarray,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """One Forsaken variant's attempt: its model, cost and round records."""
+    unlearned = run_forsaken(config, model, client, forget_ids, overrides)
+    return {
+        "variant": variant_name(overrides),
+        "method": "forsaken",
+        "model": unlearned["model"],
+        "seconds": unlearned["seconds"],
+        "sample-passes": unlearned["sample-passes"],
+        "bytes": unlearned["bytes"],
+        "fields": {
+            "unlearn-rounds": len(unlearned["rounds"]),
+            "forsaken-steps": sum(r.get("steps", 0) for r in unlearned["rounds"]),
+            "unlearning": unlearned["rounds"],
+            "steer-target-met": unlearned["steer-target-met"],
+        },
+    }
+
+
+def baseline_arm(config: RunConfig, trained: Any, forget_ids: np.ndarray, method: str) -> dict[str, Any]:
+    """One baseline (``fedforget.baselines``) from the same original: its model and cost."""
+    with count_sample_passes() as passes:
+        result = baselines.get(method).run(trained, {0: forget_ids})
+    return {
+        "variant": method,
+        "method": method,
+        "model": model_from_state(config, result.state_dict),
+        "seconds": result.seconds,
+        "sample-passes": passes,
+        "bytes": result.bytes_sent,
+        "fields": {"baseline": result.summary()},
+    }
 
 
 def ulira(
@@ -542,6 +597,8 @@ def run_in_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     units = [(d, p, seed) for seed in args.seeds for d in args.datasets for p in args.partitionings]
     passed = ["--clients", str(args.num_clients), "--threads", str(args.threads), "--no-bar"]
     passed += ["--target", args.target, "--grain", args.grain, "--ulira", str(args.ulira)]
+    if args.baselines:
+        passed += ["--baselines", *args.baselines]
     for name in ("num_rounds", "local_epochs", "forsaken_steps", "unlearn_rounds", "max_train_samples"):
         if getattr(args, name) is not None:
             passed += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -746,6 +803,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(e.g. gates=fixed gates=none for the ablation)",
     )
     parser.add_argument(
+        "--baselines",
+        nargs="+",
+        choices=BASELINES,
+        default=[],
+        help="also run these methods from the same original, judged and costed the same way",
+    )
+    parser.add_argument(
         "--ulira", type=int, default=0, metavar="K", help="U-LiRA check with K further trainings"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
@@ -826,6 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "forsaken-overrides": args.forsaken,
         "variants": [variant_name(v) for v in args.variants],
         "ulira": args.ulira,
+        "baselines": args.baselines,
         "dataset-settings": {k: v for k, v in DATASET_SETTINGS.items() if k in args.datasets},
         "targets": {
             "paper-fr": BAR_FR,

@@ -302,3 +302,39 @@ def test_benchmark_plan() -> None:
         ("memorise", "iid", (0.05,), 0),
         ("location", "iid", (0.05,), 0),
     ]
+
+
+def test_benchmark_client_grain_runs_baselines_from_the_same_original_and_retraining_matches_itself(
+    tmp_path: Path,
+) -> None:
+    from simulations import forsaken_benchmark
+
+    out = tmp_path / "b.json"
+    argv = [
+        "--quick",
+        "--datasets",
+        "memorise",
+        "--rounds",
+        "2",
+        "--forsaken-steps",
+        "2",
+        "--unlearn-rounds",
+        "1",
+    ]
+    argv += ["--grain", "client", "--baselines", "retrain", "federaser", "--out", str(out)]
+    assert forsaken_benchmark.main(argv) == 0
+    cases = json.loads(out.read_text())["cases"]
+    assert [(c["variant"], c["method"]) for c in cases] == [
+        ("default", "forsaken"),
+        ("retrain", "retrain"),
+        ("federaser", "federaser"),
+    ]
+    assert all(c["case"] == "memorise/iid/mlp/client" for c in cases)
+    assert cases[0]["num-forget"] == cases[0]["client-0-train"]  # the whole client withdraws
+    again = cases[1]  # retraining judged against retraining: the same model, so the same numbers
+    for a in again["attacks"]:
+        assert again[f"auc-forsaken-{a}"] == again[f"auc-retrain-{a}"]
+        assert again[f"verdict-forsaken-{a}"] in ("retrain-equivalent", "not-measurable")
+    assert again["acc-forsaken"] == again["acc-retrain"]
+    assert again["passes-unlearn"] == again["passes-retrain"] and again["pass-ratio"] == 1.0
+    assert cases[2]["baseline"]["storage-bytes"] > 0  # FedEraser kept its updates to unlearn
