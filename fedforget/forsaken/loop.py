@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fedforget.cost import phase
 from fedforget.forsaken.ablation import FineTuning, fixed_gates
 from fedforget.forsaken.config import ForsakenConfig
 from fedforget.forsaken.generator import MaskGenerator
@@ -159,14 +160,18 @@ class _Run:
         """The step proposed on ``batch`` (``eta``: the line search's base size, for training and S(m))."""
         weights = self.weights
         if self.fine_tuning is not None:  # gates="none": plain fine-tuning
-            return _Proposed(self.fine_tuning.proposal(batch), weights.num_neurons, lambda mask, eta: 0.0)
-        features, forget_dir, keep_dir = directions(self.objective, batch)
+            with phase("fine-tuning"):
+                proposal = self.fine_tuning.proposal(batch)
+            return _Proposed(proposal, weights.num_neurons, lambda mask, eta: 0.0)
+        with phase("directions"):
+            features, forget_dir, keep_dir = directions(self.objective, batch)
         if self.config.gates == "fixed":
             gates = fixed_gates(weights.num_neurons, features.device)
         else:
-            self.train_generator(features, forget_dir, keep_dir, batch, eta)
-            with torch.no_grad():
-                gates = MaskGenerator.hard(self.generator(features), self.config.gate_floor)
+            with phase("generator"):
+                self.train_generator(features, forget_dir, keep_dir, batch, eta)
+                with torch.no_grad():
+                    gates = MaskGenerator.hard(self.generator(features), self.config.gate_floor)
 
         def propose(size: float) -> dict[str, torch.Tensor]:
             return mask_from_gates(weights.layers, gates, forget_dir, keep_dir, size)
@@ -260,7 +265,8 @@ class _Run:
             step += 1
             batch, held_out = self.sets.next_batch(), self.sets.next_batch()
             proposed = self.propose(batch, search.eta)  # 1-2. generator -> mask
-            outcome = search.step(proposed.propose, held_out)  # 3. apply
+            with phase("line-search"):
+                outcome = search.step(proposed.propose, held_out)  # 3. apply
             sparse = proposed.sparse(outcome.mask, outcome.eta) if outcome.mask is not None else 0.0
             measured = outcome.measured if outcome.accepted else {k: row[k] for k in STATS}
             row = self.row(
@@ -294,7 +300,8 @@ class _Run:
             elif move == "repair":
                 # forgetting stalled: win accuracy back, keep the forget set where it is, go on
                 schedule.repairing(best_value)
-                repaired = self.repaired_row(row, step + 1, held_out, guard, search, start)
+                with phase("repair"):
+                    repaired = self.repaired_row(row, step + 1, held_out, guard, search, start)
                 if repaired is None:  # it did not widen the guard's slack: undone, stop
                     row["repair_undone"] = True
                     stopped = "stalled"
@@ -412,13 +419,15 @@ def unlearn(
             num_classes(model, name, x, device)
         check_labels(name, y, classes)
     baseline = check_baseline(accuracy_baseline)
-    return _Run(
-        model,
-        forget=checked["forget"],
-        reference=checked["reference"],
-        retain=checked["retain"],
-        config=config,
-        oracle=oracle,
-        num_classes=classes,
-        accuracy_baseline=baseline,
-    ).run()
+    with phase("setup"):
+        run = _Run(
+            model,
+            forget=checked["forget"],
+            reference=checked["reference"],
+            retain=checked["retain"],
+            config=config,
+            oracle=oracle,
+            num_classes=classes,
+            accuracy_baseline=baseline,
+        )
+    return run.run()

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedforget.cost import phase
 from fedforget.forsaken.config import ForsakenConfig
 from fedforget.forsaken.oracle import auc, forgetting_rate
 from fedforget.forsaken.sets import MAX_MEASURE, Sets
@@ -42,6 +43,10 @@ class Measure:
 
     def __call__(self) -> dict[str, Any]:
         """The :data:`STATS` of the current weights (and ``last_member`` updated)."""
+        with phase("measure"):
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
         sets = self.sets
         snapshot = self.weights.snapshot()
         with torch.no_grad():
