@@ -285,6 +285,30 @@ def test_target_retrain_stops_near_auc_one_half_before_target_fr() -> None:
     assert after >= before - 0.02, (before, after)
 
 
+def test_target_retrain_can_stop_when_the_forget_confidences_are_distributed_as_the_references(
+    memorise_mlp: Setup,
+) -> None:
+    s = memorise_mlp
+    config = forsaken.ForsakenConfig(target="retrain", retrain_statistic="confidence", max_steps=40)
+    result = forsaken.unlearn(
+        s.model, forget=s.forget, reference=s.reference, retain=s.retain, config=config, oracle=s.oracle
+    )
+
+    def confidence(model: nn.Module, pair: tuple) -> np.ndarray:
+        with torch.no_grad():
+            p = torch.softmax(model(torch.as_tensor(pair[0])).double(), dim=1)
+        return p[torch.arange(len(pair[1])), torch.as_tensor(pair[1])].numpy()
+
+    # the history's AUC is the AUC of the model's confidence in each sample's own label, forget vs
+    # reference (not the oracle's scores): on the original model and on the unlearned one
+    before = forsaken.auc(confidence(s.model, s.forget), confidence(s.model, s.reference))
+    assert result.history[0]["auc"] == pytest.approx(before, abs=1e-9) and before > 0.6
+    after = forsaken.auc(confidence(result.model, s.forget), confidence(result.model, s.reference))
+    assert result.stopped_because == "target-auc"
+    assert result.final["auc"] == pytest.approx(after, abs=1e-9)
+    assert abs(after - 0.5) <= config.auc_tolerance
+
+
 def test_without_an_oracle_a_fitted_loss_threshold_proxy_judges(memorise_mlp: Setup) -> None:
     s = memorise_mlp
     result = forsaken.unlearn(
@@ -509,6 +533,7 @@ def test_the_three_sets_are_keyword_only(small: tuple) -> None:
         ({"repair_lr": 0.0}, ValueError, "repair_lr must be > 0"),
         ({"max_repairs": 1.5}, TypeError, "max_repairs must be an integer"),
         ({"gates": "random"}, ValueError, "gates must be one of learned, fixed, none"),
+        ({"retrain_statistic": "loss"}, ValueError, "retrain_statistic must be 'oracle' or 'confidence'"),
     ],
 )
 def test_config_validation(changes: dict, error: type, message: str) -> None:

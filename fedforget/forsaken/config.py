@@ -15,7 +15,7 @@ OBJECTIVES = ("auto", "hinge", "kl")
 GATES = ("learned", "fixed", "none")
 """``ForsakenConfig.gates``: the trained generator (the method), or an ablation (``forsaken.ablation``)."""
 FIELD_GROUPS: dict[str, tuple[str, ...]] = {
-    "stopping": ("target", "target_fr", "auc_tolerance", "max_steps"),
+    "stopping": ("target", "target_fr", "auc_tolerance", "retrain_statistic", "max_steps"),
     "method": (
         "gates",
         "objective",
@@ -82,6 +82,11 @@ class ForsakenConfig:
     """Forgetting rate to reach with ``target="fr"``, in ``(0, 1]``."""
     auc_tolerance: float = 0.03
     """``target="retrain"`` stops when ``|AUC - 0.5| <= auc_tolerance``; in ``[0, 0.5)``."""
+    retrain_statistic: str = "oracle"
+    """What ``target="retrain"``'s AUC compares, forget set vs reference: ``"oracle"`` (the steering
+    oracle's scores) or ``"confidence"`` (the model's confidence in each sample's own label, the
+    quantity the rank-matched targets move: stop when the forget set's confidences are distributed as
+    the reference's, the targets reached)."""
     max_steps: int = 100
     """Most unlearning steps (each applies one mask gradient); >= 1."""
 
@@ -186,6 +191,12 @@ class ForsakenConfig:
             # name, integer, rule, ok
             ("target_fr", False, "in (0, 1]", 0 < _number("target_fr", self.target_fr) <= 1),
             ("auc_tolerance", False, "in [0, 0.5)", 0 <= _number("auc_tolerance", self.auc_tolerance) < 0.5),
+            (
+                "retrain_statistic",
+                False,
+                "'oracle' or 'confidence'",
+                self.retrain_statistic in ("oracle", "confidence"),
+            ),
             (
                 "nonmember_margin",
                 False,

@@ -57,6 +57,14 @@ class Measure:
             forget_acc = accuracy(sets.xf, sets.yf)
             retain_acc = accuracy(sets.xkc[:MAX_MEASURE], sets.ykc[:MAX_MEASURE])
             reference_acc = accuracy(sets.xc, sets.yc)
+            if self.config.retrain_statistic == "confidence":
+
+                def confidence(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+                    p = torch.softmax(chunked(snapshot, x).double(), dim=1)
+                    return p.gather(1, y.view(-1, 1)).view(-1).cpu().numpy()
+
+                reference = confidence(torch.cat([sets.xr, sets.xc]), torch.cat([sets.yr, sets.yc]))
+                matched = auc(confidence(sets.xf, sets.yf), reference)
         scores_f = np.asarray(self.oracle.scores(snapshot, *sets.forget_np), dtype=np.float64)
         scores_r = np.asarray(self.oracle.scores(snapshot, *sets.reference_np), dtype=np.float64)
         member_after = scores_f >= self.oracle.threshold
@@ -67,7 +75,7 @@ class Measure:
             "reference_acc": reference_acc,
             "member_fraction": float(member_after.mean()),
             "fr": forgetting_rate(self.member_before, member_after),
-            "auc": auc(scores_f, scores_r),
+            "auc": matched if self.config.retrain_statistic == "confidence" else auc(scores_f, scores_r),
         }
 
     def judged(self, row: Mapping[str, Any]) -> float:
