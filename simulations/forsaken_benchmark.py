@@ -500,8 +500,34 @@ def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
             "bytes-ratio-geomean": _geomean([c["bytes-ratio"] for c in mine]),
             "acc-loss-mean": float(np.mean([c["acc-loss"] for c in mine])),
             "acc-below-retrain-mean": float(np.mean([c["acc-below-retrain"] for c in mine])),
+            "auc-gap-mean": {
+                a: _mean(
+                    [
+                        abs(c[f"auc-diff-forsaken-{a}"])
+                        for c in mine
+                        if c.get(f"auc-diff-forsaken-{a}") is not None
+                    ]
+                )
+                for a in attacks
+            },
+            "profile": profile(mine),
         }
     return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def profile(cases: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The share of the unlearning's sample-passes spent in each phase (:func:`fedforget.cost.phase`),
+    summed over ``cases``, dearest first."""
+    totals: dict[str, float] = {}
+    for c in cases:
+        for name, row in c.get("profile-unlearn", {}).items():
+            totals[name] = totals.get(name, 0.0) + row["passes"]
+    whole = sum(totals.values())
+    return {k: v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])} if whole else {}
 
 
 def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -564,7 +590,32 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                     f"| {c['case']} | {c['variant']} | {c['seed']} | {a} | {u['num-unlearned-models']} + "
                     f"{u['num-retrained-models']} | {u['accuracy']:.3f} | {u['auc']:.3f} |"
                 )
-    lines += ["", "**Summary per variant**", ""]
+    attacks = list(dict.fromkeys(a for c in cases for a in c["attacks"]))
+    lines += [
+        "",
+        "**Summary per variant** (equivalent: cases whose verdict against retraining is "
+        "retrain-equivalent, of the cases; |AUC gap|: mean |AUC - AUC retrain| of the forget set; "
+        "below retrain: mean test accuracy below the retrained model's; ratios: geometric means of "
+        "retraining / the variant)",
+        "",
+        f"| variant | cases | equivalent ({' / '.join(attacks)}) | mean abs AUC gap ({' / '.join(attacks)}) "
+        "| acc loss | below retrain | pass ratio | wall ratio | bytes ratio |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for variant, s in summary.items():
+        equivalent = " / ".join(str(s["verdicts"].get(a, {}).get("retrain-equivalent", 0)) for a in attacks)
+        gaps = " / ".join(_fmt(s["auc-gap-mean"].get(a), 3) for a in attacks)
+        lines.append(
+            f"| {variant} | {s['cases']} | {equivalent} | {gaps} | {100 * s['acc-loss-mean']:+.2f} pt "
+            f"| {100 * s['acc-below-retrain-mean']:+.2f} pt | {_fmt(s['pass-ratio-geomean'], 1)}x "
+            f"| {_fmt(s['wall-ratio-geomean'], 1)}x | {_fmt(s['bytes-ratio-geomean'], 1)}x |"
+        )
+    lines.append("")
+    for variant, s in summary.items():
+        if s.get("profile"):
+            shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["profile"].items())
+            lines.append(f"- **{variant}**: where its sample-passes went: {shares}.")
+    lines.append("")
     for variant, s in summary.items():
         verdicts = "; ".join(
             f"{a}: " + ", ".join(f"{VERDICT_SHORT[v]} {n}" for v, n in counts.items() if n)
@@ -835,7 +886,52 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def header(doc: dict[str, Any]) -> str:
+    """The markdown file's first paragraph: the command, when, where, which code, which federation."""
+    origin = doc["provenance"]
+    code = f"commit {origin.get('commit', '?')}" + (
+        " + uncommitted fedforget/forsaken" if origin.get("forsaken-uncommitted") else ""
+    )
+    code += f", forsaken sources sha256 {origin['forsaken-sources-sha256']}"
+    if origin.get("forsaken-sources-changed-during-run"):
+        code += " (changed on disk during the run)"
+    fed = doc["federation"]
+    settings = "; ".join(f"{k}: {v}" for k, v in doc["dataset-settings"].items())
+    federation = (
+        f"federation: {fed['num-clients']} clients, all every round, per dataset ({settings})"
+        + (f", overridden: rounds {fed['num-rounds']}" if fed["num-rounds"] else "")
+        + (f", local epochs {fed['local-epochs']}" if fed["local-epochs"] else "")
+        + "; the same for the original model and retraining"
+        + f"; unlearn-target {doc['target']}; grain {doc['grain']}"
+    )
+    if doc["forsaken-overrides"]:
+        federation += "; ForsakenConfig changed: " + ", ".join(
+            f"{k}={v}" for k, v in doc["forsaken-overrides"].items()
+        )
+    started = datetime.datetime.fromisoformat(doc["date"])
+    return (
+        f"`{doc['command']}`, {started:%Y-%m-%d %H:%M %Z}, {doc['machine']}; {code}; {federation}; "
+        f"whole script {doc['seconds-total']:.0f} s (wall).\n\n"
+    )
+
+
+def render(path: Path) -> int:
+    """Rewrite ``path``'s summary and its markdown from its cases (after a change to the tables)."""
+    doc = json.loads(path.read_text())
+    if "cases" not in doc or "provenance" not in doc or "targets" not in doc:
+        print(f"forsaken_benchmark: error: {path} is not a results file of this benchmark", file=sys.stderr)
+        return 2
+    doc["summary"] = summarise(doc["cases"])
+    path.write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
+    path.with_suffix(".md").write_text(header(doc) + markdown_table(doc["cases"], doc["summary"]) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if len(argv) == 2 and argv[0] == "--render":
+        return render(Path(argv[1]))
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -906,27 +1002,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
-    code = f"commit {origin.get('commit', '?')}" + (
-        " + uncommitted fedforget/forsaken" if origin.get("forsaken-uncommitted") else ""
-    )
-    code += f", forsaken sources sha256 {origin['forsaken-sources-sha256']}"
-    if origin.get("forsaken-sources-changed-during-run"):
-        code += " (changed on disk during the run)"
-    settings = "; ".join(f"{k}: {v}" for k, v in doc["dataset-settings"].items())
-    federation = (
-        f"federation: {args.num_clients} clients, all every round, per dataset ({settings})"
-        + (f", overridden: rounds {args.num_rounds}" if args.num_rounds else "")
-        + (f", local epochs {args.local_epochs}" if args.local_epochs else "")
-        + "; the same for the original model and retraining"
-        + f"; unlearn-target {args.target}; grain {args.grain}"
-    )
-    if args.forsaken:
-        federation += "; ForsakenConfig changed: " + ", ".join(f"{k}={v}" for k, v in args.forsaken.items())
-    header = (
-        f"`{command}`, {started:%Y-%m-%d %H:%M %Z}, {where}; {code}; {federation}; "
-        f"whole script {total:.0f} s (wall).\n\n"
-    )
-    args.out.with_suffix(".md").write_text(header + table + "\n")
+    args.out.with_suffix(".md").write_text(header(doc) + table + "\n")
     print(table)
     log(f"done in {total:.1f}s; wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0

@@ -249,6 +249,11 @@ def test_benchmark_main_judges_with_the_servers_judge_and_counts_the_cost(
     assert doc["summary"]["patience=3"]["cases"] == 1
     assert "| memorise/iid/mlp/samples/0.05 | patience=3 | 0 |" in md and "**Summary per variant**" in md
     assert "memorise/iid/mlp/samples/0.05" in capsys.readouterr().out
+    # --render rebuilds the same markdown (and summary) from the JSON alone
+    written = md
+    assert forsaken_benchmark.main(["--render", str(out)]) == 0
+    assert out.with_suffix(".md").read_text() == written
+    assert json.loads(out.read_text())["summary"] == doc["summary"]
 
 
 def test_benchmark_variants_share_the_original_and_the_retrain_and_ulira_compares_models(
