@@ -500,6 +500,8 @@ def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
             "bytes-ratio-geomean": _geomean([c["bytes-ratio"] for c in mine]),
             "acc-loss-mean": float(np.mean([c["acc-loss"] for c in mine])),
             "acc-below-retrain-mean": float(np.mean([c["acc-below-retrain"] for c in mine])),
+            "auc-diff-mean": {a: _mean(_diffs(mine, a)) for a in attacks},
+            "auc-diff-sem": {a: _sem(_diffs(mine, a)) for a in attacks},
             "auc-gap-mean": {
                 a: _mean(
                     [
@@ -517,6 +519,17 @@ def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
+
+
+def _diffs(cases: Sequence[dict[str, Any]], attack: str) -> list[float]:
+    return [
+        c[f"auc-diff-forsaken-{attack}"] for c in cases if c.get(f"auc-diff-forsaken-{attack}") is not None
+    ]
+
+
+def _sem(values: Sequence[float]) -> float | None:
+    """Standard error of the mean over cases (sample sd / sqrt(n))."""
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None
 
 
 def profile(cases: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -594,19 +607,25 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines += [
         "",
         "**Summary per variant** (equivalent: cases whose verdict against retraining is "
-        "retrain-equivalent, of the cases; |AUC gap|: mean |AUC - AUC retrain| of the forget set; "
+        "retrain-equivalent, of the cases; |AUC gap|: mean |AUC - AUC retrain| of the forget set; the "
+        "signed mean says which way it errs: > 0 under-forgetting, < 0 over-forgetting; "
         "below retrain: mean test accuracy below the retrained model's; ratios: geometric means of "
         "retraining / the variant)",
         "",
         f"| variant | cases | equivalent ({' / '.join(attacks)}) | mean abs AUC gap ({' / '.join(attacks)}) "
+        f"| mean AUC - AUC retrain, +- SE over cases ({' / '.join(attacks)}) "
         "| acc loss | below retrain | pass ratio | wall ratio | bytes ratio |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for variant, s in summary.items():
         equivalent = " / ".join(str(s["verdicts"].get(a, {}).get("retrain-equivalent", 0)) for a in attacks)
         gaps = " / ".join(_fmt(s["auc-gap-mean"].get(a), 3) for a in attacks)
+        signed = " / ".join(
+            f"{_signed(s['auc-diff-mean'].get(a))} +- {_fmt(s['auc-diff-sem'].get(a), 3)}" for a in attacks
+        )
         lines.append(
-            f"| {variant} | {s['cases']} | {equivalent} | {gaps} | {100 * s['acc-loss-mean']:+.2f} pt "
+            f"| {variant} | {s['cases']} | {equivalent} | {gaps} | {signed} "
+            f"| {100 * s['acc-loss-mean']:+.2f} pt "
             f"| {100 * s['acc-below-retrain-mean']:+.2f} pt | {_fmt(s['pass-ratio-geomean'], 1)}x "
             f"| {_fmt(s['wall-ratio-geomean'], 1)}x | {_fmt(s['bytes-ratio-geomean'], 1)}x |"
         )
@@ -630,6 +649,10 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"{100 * s['acc-loss-mean']:+.2f} pt (vs retrain {100 * s['acc-below-retrain-mean']:+.2f} pt)."
         )
     return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def _fr(case: dict[str, Any], arm: str, attack: str) -> str:
