@@ -275,7 +275,8 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
     original_model = model_from_state(config, original.state_dict)
     clients = [ClientData.for_partition(config, k) for k in range(config.num_clients)]
     client = clients[0]
-    requests = [withdrawal(config, client, args.grain, f) for f in group.fractions]
+    fractions = group.fractions if args.grain == "samples" else group.fractions[:1]  # one class / client
+    requests = [withdrawal(config, client, args.grain, f) for f in fractions]
     forget_sets = [resolve_ids(r, client.train_ids, client.y_train, config.seed) for r in requests]
     judge = WithdrawalJudge.fit(config, dataset, split_for(config), clients, withdrawn={0: forget_sets[0]})
     attacks = list(judge.judge.names)

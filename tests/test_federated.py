@@ -343,3 +343,20 @@ def test_benchmark_client_grain_runs_baselines_from_the_same_original_and_retrai
     assert again["acc-forsaken"] == again["acc-retrain"]
     assert again["passes-unlearn"] == again["passes-retrain"] and again["pass-ratio"] == 1.0
     assert cases[2]["baseline"]["storage-bytes"] > 0  # FedEraser kept its updates to unlearn
+
+
+def test_benchmark_withdraws_a_class_or_a_client_once_per_original_whatever_the_extra_fractions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulations import forsaken_benchmark
+
+    monkeypatch.setitem(forsaken_benchmark.EXTRA_FRACTIONS, ("memorise", "iid", "auto"), (0.05, 0.1))
+    base = ["--datasets", "memorise", "--partitionings", "iid", "--rounds", "2", "--forsaken-steps", "1"]
+    base += ["--unlearn-rounds", "1", "--no-bar"]
+    for grain, expected in (
+        ("class", ["memorise/iid/mlp/class/0"]),
+        ("samples", ["memorise/iid/mlp/samples/0.05", "memorise/iid/mlp/samples/0.1"]),
+    ):
+        out = tmp_path / f"{grain}.json"
+        assert forsaken_benchmark.main([*base, "--grain", grain, "--out", str(out)]) == 0
+        assert [c["case"] for c in json.loads(out.read_text())["cases"]] == expected
