@@ -110,6 +110,7 @@ def compute_delta(
         retained=(retained.x_train, retained.y_train),
         heldout=heldout,
         seed=steer_seed(run.seed, setup.server_round, setup.partition_id),
+        forget=withdrawn,
     )
     if method == "forsaken":
         result = _forsaken(setup, config, forget, steer, retained=retained)

@@ -43,10 +43,16 @@ def steer_seed(run_seed: int, server_round: int, partition_id: int) -> int:
     return int(run_seed) * 104_729 + int(server_round) * 1_013 + int(partition_id)
 
 
-def fit_steering_oracle(model: nn.Module, *, retained: Pair, heldout: Pair, seed: int) -> DeviceOracle:
-    """The device's steering oracle on ``model`` (module docstring); a device left without retained
-    samples uses half of its held-out samples as stand-in members (an oracle that cannot see)."""
-    if len(retained[1]) < 5:
+def fit_steering_oracle(
+    model: nn.Module, *, retained: Pair, heldout: Pair, seed: int, forget: Pair | None = None
+) -> DeviceOracle:
+    """The device's steering oracle on ``model`` (module docstring). Members are the retained samples;
+    a device left with fewer than 5 (it withdrew everything) takes its ``forget`` samples instead: on
+    the model before unlearning they are members too. Without either, half of its held-out samples
+    stand in as members (an oracle that cannot see)."""
+    if len(retained[1]) < 5 and forget is not None and len(forget[1]) >= 5:
+        retained = forget
+    elif len(retained[1]) < 5:
         half = max(1, len(heldout[1]) // 2)
         retained = (heldout[0][:half], heldout[1][:half])
     return fit_device_oracle(model, members=retained, nonmembers=heldout, seed=seed)

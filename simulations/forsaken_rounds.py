@@ -94,6 +94,7 @@ class _InProcess:
                 retained=self.retained,
                 heldout=self.reference,
                 seed=steer_seed(self.config.seed, self.server_round, owner),
+                forget=(self.x_forget, self.y_forget),
             )
         with phase("forsaken"):
             result = unlearn_on_device(

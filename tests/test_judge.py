@@ -438,6 +438,29 @@ def test_device_oracle_is_another_family_fitted_on_device_data_only(fed):
         fit_device_oracle(model, members=(x[t0], y[t0]), nonmembers=(x[h0][:2], y[h0][:2]))
 
 
+def test_a_device_that_withdrew_everything_steers_with_its_forget_set_as_members(fed):
+    from fedforget.steer import fit_steering_oracle
+
+    x, y, model = fed["x"], fed["y"], fed["model"]
+    t0, h0 = fed["clients"][0]
+    nothing = (x[:0], y[:0])
+    # all of client 0's training data withdrawn: on the model before unlearning they are members, and
+    # the steer fitted on them against the held-out samples sees them (before the fix it fitted half
+    # of the held-out samples as stand-in members: an oracle at chance)
+    steer = fit_steering_oracle(
+        model, retained=nothing, heldout=(x[h0], y[h0]), seed=4, forget=(x[t0], y[t0])
+    )
+    scores = np.r_[steer.scores(model, x[t0], y[t0]), steer.scores(model, x[h0], y[h0])]
+    assert roc_auc_score(np.r_[np.ones(len(t0)), np.zeros(len(h0))], scores) > 0.7
+    same = fit_device_oracle(model, members=(x[t0], y[t0]), nonmembers=(x[h0], y[h0]), seed=4)
+    assert np.array_equal(steer.scores(model, x[h0], y[h0]), same.scores(model, x[h0], y[h0]))
+    # with retained samples the forget set is not used; with neither, half the held-out stands in
+    kept = fit_steering_oracle(model, retained=(x[t0], y[t0]), heldout=(x[h0], y[h0]), seed=4, forget=nothing)
+    assert np.array_equal(kept.scores(model, x[h0], y[h0]), same.scores(model, x[h0], y[h0]))
+    blind = fit_steering_oracle(model, retained=nothing, heldout=(x[h0], y[h0]), seed=4)
+    assert not np.array_equal(blind.scores(model, x[h0], y[h0]), same.scores(model, x[h0], y[h0]))
+
+
 def test_a_device_without_retained_samples_calibrates_with_an_empty_member_side() -> None:
     """A device that withdrew all its data still answers the judge query (it failed every round before)."""
     from fedforget.judge import Judge, LossAttack, calibrate, client_calibration
