@@ -133,17 +133,25 @@ class Group:
 
 
 def plan(
-    datasets: Sequence[str], partitionings: Sequence[str], extras: bool, seeds: Sequence[int] = (0,)
+    datasets: Sequence[str],
+    partitionings: Sequence[str],
+    extras: bool,
+    seeds: Sequence[int] = (0,),
+    fractions: Sequence[float] | None = None,
 ) -> list[Group]:
-    """The groups of cases to run, in order (``extras``: the extra fractions and models)."""
+    """The groups of cases to run, in order (``extras``: the extra fractions and models; ``fractions``:
+    these withdrawn fractions in every group instead)."""
     groups = []
     for seed in seeds:
         for name in datasets:
             for partitioning in partitionings:
-                fractions = EXTRA_FRACTIONS.get((name, partitioning, "auto"), (DEFAULT_FRACTION,))
-                groups.append(
-                    Group(name, partitioning, "auto", fractions if extras else (DEFAULT_FRACTION,), seed)
-                )
+                if fractions:
+                    chosen = tuple(fractions)
+                elif extras:
+                    chosen = EXTRA_FRACTIONS.get((name, partitioning, "auto"), (DEFAULT_FRACTION,))
+                else:
+                    chosen = (DEFAULT_FRACTION,)
+                groups.append(Group(name, partitioning, "auto", chosen, seed))
             if extras and "iid" in partitionings:
                 groups += [Group(name, "iid", model, seed=seed) for model in EXTRA_MODELS.get(name, ())]
     return groups
@@ -679,6 +687,8 @@ def run_in_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
             passed += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.quick:
         passed.append("--quick")
+    if args.fractions:
+        passed += ["--fractions", *(f"{f:g}" for f in args.fractions)]
     passed += ["--variants", *(variant_name(v) for v in args.variants)]
 
     def run_unit(unit: tuple[str, str, int]) -> Path:
@@ -903,6 +913,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.variants = [{**common, **parse_variant(v, parser)} for v in args.variants]
     if args.ulira < 0:
         parser.error(f"--ulira {args.ulira}: expected K >= 0")
+    if args.fractions and not all(0 < f < 1 for f in args.fractions):
+        parser.error(f"--fractions {args.fractions}: each must be in (0, 1)")
     if args.datasets is None:
         args.datasets = list(QUICK_DATASETS if args.quick else MEMORISING)
     if args.partitionings is None:
@@ -971,7 +983,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(text: str) -> None:
         tqdm.write(f"[forsaken-benchmark {time.perf_counter() - start:6.0f}s] {text}", file=sys.stderr)
 
-    groups = plan(args.datasets, args.partitionings, extras=not args.quick, seeds=args.seeds)
+    groups = plan(
+        args.datasets, args.partitionings, extras=not args.quick, seeds=args.seeds, fractions=args.fractions
+    )
     cases_planned = sum(len(g.fractions) for g in groups) * len(args.variants)
     log(f"{cases_planned} cases in {len(groups)} groups; {where}")
     if args.jobs > 1:

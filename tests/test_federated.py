@@ -302,6 +302,8 @@ def test_benchmark_plan() -> None:
     assert ("location", "iid", "auto", (0.01, 0.05, 0.10), 1) in names
     assert ("adult", "iid", "logreg", (0.05,), 0) in names and ("adult", "iid", "svm", (0.05,), 1) in names
     assert ("digits", "dirichlet", "auto", (0.05,), 0) in names and len(full) == 2 * 8
+    chosen = plan(["location", "memorise"], ["iid"], extras=False, fractions=[0.2, 0.3])
+    assert [(g.dataset, g.fractions) for g in chosen] == [("location", (0.2, 0.3)), ("memorise", (0.2, 0.3))]
     quick = plan(["memorise", "location"], ["iid"], extras=False)
     assert [(g.dataset, g.partitioning, g.fractions, g.seed) for g in quick] == [
         ("memorise", "iid", (0.05,), 0),
