@@ -844,6 +844,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--partitionings", nargs="+", choices=PARTITIONINGS, help="default: iid dirichlet")
     parser.add_argument(
+        "--fractions",
+        nargs="+",
+        type=float,
+        help="withdraw these fractions of client 0's samples in every case (default 0.05, location's extras)",
+    )
+    parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0], help="run seeds (default 0; the targets ask for 3)"
     )
     parser.add_argument(
