@@ -612,6 +612,7 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
                     f"| {c['case']} | {c['variant']} | {c['seed']} | {a} | {u['num-unlearned-models']} + "
                     f"{u['num-retrained-models']} | {u['accuracy']:.3f} | {u['auc']:.3f} |"
                 )
+    lines += ["", *per_case_table(cases)]
     attacks = list(dict.fromkeys(a for c in cases for a in c["attacks"]))
     lines += [
         "",
@@ -658,6 +659,44 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"{100 * s['acc-loss-mean']:+.2f} pt (vs retrain {100 * s['acc-below-retrain-mean']:+.2f} pt)."
         )
     return "\n".join(lines)
+
+
+VERDICT_LETTER = {
+    "retrain-equivalent": "E",
+    "under-forgetting": "U",
+    "over-forgetting": "O",
+    "not-measurable": "-",
+}
+
+
+def per_case_table(cases: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per case and variant over its seeds: the verdict per attack and seed (E equivalent, U
+    under-, O over-forgetting, - not measurable), mean accuracies and geometric-mean cost ratios."""
+    attacks = list(dict.fromkeys(a for c in cases for a in c["attacks"]))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for c in cases:
+        groups.setdefault((c["case"], c["variant"]), []).append(c)
+    lines = [
+        "**Per case, over its seeds** (verdict against retraining per seed: E retrain-equivalent, "
+        "U under-forgetting, O over-forgetting, - not measurable; accuracies: means over the seeds; "
+        "ratios: geometric means of retraining / the variant)",
+        "",
+        f"| case | variant | seeds | {' | '.join(attacks)} | acc original | acc unlearned | acc retrain "
+        "| pass ratio | wall ratio |",
+        "|---|---|---|" + "---|" * len(attacks) + "---:|---:|---:|---:|---:|",
+    ]
+    for (case, variant), mine in groups.items():
+        verdicts = " | ".join(
+            "".join(VERDICT_LETTER.get(c.get(f"verdict-forsaken-{a}"), "?") for c in mine) for a in attacks
+        )
+        acc = [float(np.mean([c[k] for c in mine])) for k in ("acc-original", "acc-forsaken", "acc-retrain")]
+        lines.append(
+            f"| {case} | {variant} | {','.join(str(c['seed']) for c in mine)} | {verdicts} "
+            f"| {acc[0]:.4f} | {acc[1]:.4f} | {acc[2]:.4f} "
+            f"| {_fmt(_geomean([c['pass-ratio'] for c in mine]), 1)}x "
+            f"| {_fmt(_geomean([c['speedup'] for c in mine]), 1)}x |"
+        )
+    return lines
 
 
 def _signed(value: float | None) -> str:
