@@ -781,8 +781,13 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Setup (`simulations/paper_table.py`): 5 clients, IID, the run config's defaults (per-dataset "
         f"changes: {', '.join(f'{k} {v}' for k, v in doc['dataset-settings'].items()) or 'none'}); "
-        f"rounds {doc['rounds']}; client 0 withdraws {100 * FRACTION:g}% of its training samples after the "
-        "last round.",
+        + (
+            f"rounds {doc['rounds']} for every dataset"
+            if doc.get("rounds-overridden")
+            else "rounds and local epochs as listed there, else the config's "
+            f"{RunConfig().num_rounds} rounds x {RunConfig().local_epochs} local epochs"
+        )
+        + f"; client 0 withdraws {100 * FRACTION:g}% of its training samples after the last round.",
         "",
         "**Judged by the server's judge** (`simulations/withdrawal_judge.py`: the judge "
         "`server/evaluator.py` fits, `fedforget.judge.for_run.fit_run_judge`), under the attacks "
@@ -1406,6 +1411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": args.seeds,
         "methods": args.methods,
         "rounds": args.rounds or RunConfig().num_rounds,
+        "rounds-overridden": args.rounds is not None,
         "judge": {
             "attacks": RunConfig().judge_attacks,
             "num-shadows": RunConfig().num_shadows,
