@@ -2,7 +2,7 @@
 
 Nothing a client sends touches the global model before it passes these checks; a rejected reply is
 logged in ``metrics.jsonl`` (``mask-rejected`` / ``update-rejected`` with the reason) and left out.
-Norms are L2 over the named tensors; ``floor(n) = NORM_FLOOR * sqrt(n)`` is the norm of ``n``
+Norms are L2 over the named tensors (a bound is exceeded only beyond rounding, ``NORM_ROUNDING``); ``floor(n) = NORM_FLOOR * sqrt(n)`` is the norm of ``n``
 entries of RMS ``NORM_FLOOR``. Bounds are relative to ``max(||w||, floor)``, never to ``||w||``
 alone, so a model whose norm has become tiny (or zero) still accepts honest changes.
 
@@ -35,6 +35,12 @@ import torch
 NORM_FLOOR = 1e-2
 """RMS per entry of the smallest norm a bound is taken relative to (``floor(n) = NORM_FLOOR sqrt(n)``)."""
 
+NORM_ROUNDING = 1e-9
+"""Relative slack of every norm bound: ``a`` exceeds ``bound`` only when ``a > bound (1 + NORM_ROUNDING)``.
+Two float64 sums of the same squares in different orders (numpy's pairwise sum, torch's) differ in
+the last bits, so a mask of norm exactly the bound (``m = -w`` at ratio 1) must not be rejected by the
+order in which its squares were added."""
+
 RUNNING_VAR, NUM_BATCHES = "running_var", "num_batches_tracked"
 """Name endings of the batch-norm buffers with a sign rule (variances > 0, counters >= 0)."""
 
@@ -58,6 +64,11 @@ def parameter_names(model: torch.nn.Module) -> set[str]:
 def floor_norm(num_entries: int) -> float:
     """``NORM_FLOOR * sqrt(num_entries)``."""
     return NORM_FLOOR * math.sqrt(num_entries)
+
+
+def _exceeds(norm: float, bound: float) -> bool:
+    """``norm > bound`` beyond rounding (:data:`NORM_ROUNDING`)."""
+    return norm > bound * (1.0 + NORM_ROUNDING)
 
 
 def _norm(state: Mapping[str, torch.Tensor], names: Iterable[str]) -> float:
@@ -90,7 +101,7 @@ def validate_mask(
         squared += float(np.square(delta, dtype=np.float64).sum())
     model_norm = _norm(state, trainable)
     bound = max_ratio * max(model_norm, floor_norm(_entries(state, trainable)))
-    if math.sqrt(squared) > bound:
+    if _exceeds(math.sqrt(squared), bound):
         raise MaskRejected(
             f"mask L2 norm {math.sqrt(squared):.4g} exceeds max-mask-ratio x max(model norm, floor) "
             f"({max_ratio} x max({model_norm:.4g}, {floor_norm(_entries(state, trainable)):.4g}))"
@@ -144,7 +155,7 @@ def validate_update(
             moved[kind] += float(np.square(value.astype(np.float64) - reference.astype(np.float64)).sum())
     for kind, names in (("parameters", trainable), ("buffers", buffers)):
         norm, floor = _norm(state, names), floor_norm(_entries(state, names))
-        if math.sqrt(moved[kind]) > max_ratio * max(norm, floor):
+        if _exceeds(math.sqrt(moved[kind]), max_ratio * max(norm, floor)):
             raise UpdateRejected(
                 f"update moves the model's {kind} by L2 {math.sqrt(moved[kind]):.4g}, more than "
                 f"max-update-ratio x max({kind} norm, floor) ({max_ratio} x max({norm:.4g}, {floor:.4g}))"
