@@ -2,8 +2,9 @@
 
 Nothing a client sends touches the global model before it passes these checks; a rejected reply is
 logged in ``metrics.jsonl`` (``mask-rejected`` / ``update-rejected`` with the reason) and left out.
-Norms are L2 over the named tensors (a bound is exceeded only beyond rounding, ``NORM_ROUNDING``); ``floor(n) = NORM_FLOOR * sqrt(n)`` is the norm of ``n``
-entries of RMS ``NORM_FLOOR``. Bounds are relative to ``max(||w||, floor)``, never to ``||w||``
+Norms are L2 over the named tensors, and a bound is exceeded only beyond rounding
+(``NORM_ROUNDING``); ``floor(n) = NORM_FLOOR * sqrt(n)`` is the norm of ``n`` entries of RMS
+``NORM_FLOOR``. Bounds are relative to ``max(||w||, floor)``, never to ``||w||``
 alone, so a model whose norm has become tiny (or zero) still accepts honest changes.
 
 * a **mask** ``m`` (``train.unlearn``): only names of trainable parameters, each with the
