@@ -31,7 +31,10 @@ model **memorises**: the judge's AUC on it is >= 0.65 where the data allows; ``-
    retrained model against the original's decisions (*not measurable* where the attack is at chance),
    the forget-vs-never-seen AUC of the original, Forsaken and retrained models, and the verdict
    against retraining (``retrain-equivalent``, ``under-forgetting``, ``over-forgetting``: AUC within
-   0.05 of the retrained model's, FR within 0.1).
+   0.05 of the retrained model's, FR within 0.1). Beside the judged AUC, a diagnostic: the same
+   attack's AUC against the withdrawing client's own held-out samples only (``auc-owner-heldout-*``,
+   the never-seen data its device steers by), which shows whether a method matched its device's
+   sample of never-seen data rather than the never-seen distribution.
 7. With ``--baselines`` (``federaser``, ``finetune``, ``retrain``): those methods of
    :mod:`fedforget.baselines` from the same original (FedEraser's store recorded while it trained),
    judged and costed the same way. Their rows use the same columns: the unlearning arm's are named
@@ -298,6 +301,7 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         before = wj.look(original_model, withdrawn=False)
         retrain = run_retrain(config, forget_ids)
         on_retrain = wj.judged(before, wj.look(retrain["model"]))
+        owner_retrain = wj.owner_heldout_auc(retrain["model"])
         label = case_label(name, request)
         arms = [forsaken_arm(config, original_model, client, forget_ids, o) for o in args.variants]
         arms += [baseline_arm(config, trained, forget_ids, m) for m in args.baselines]
@@ -323,6 +327,8 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
                 "attacks": attacks,
                 **judgement_fields(on_arm, arm="forsaken", retrained=on_retrain),
                 **judgement_fields(on_retrain, arm="retrain"),
+                **owner_heldout_fields(wj.owner_heldout_auc(arm["model"]), arm="forsaken"),
+                **owner_heldout_fields(owner_retrain, arm="retrain"),
                 "acc-original": original.test_accuracy,
                 "acc-forsaken": acc,
                 "acc-retrain": retrain["test-accuracy"],
@@ -363,6 +369,14 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         if args.ulira and forget_ids is forget_sets[0]:
             cases[-1]["ulira"] = ulira(config, clients, forget_ids, judge, original_model, retrain, args, log)
     return cases
+
+
+def owner_heldout_fields(aucs: dict[str, float], *, arm: str) -> dict[str, float | None]:
+    """``auc-owner-heldout-<arm>-<a>``: the forget set's AUC under attack ``a`` against the withdrawing
+    client's own held-out samples only (the reference set its device steers by), beside the judged
+    ``auc-<arm>-<a>`` against every client's held-out samples
+    (:meth:`~simulations.withdrawal_judge.WithdrawalJudge.owner_heldout_auc`)."""
+    return {f"auc-owner-heldout-{arm}-{a}": _nan_none(v) for a, v in aucs.items()}
 
 
 def forsaken_arm(
@@ -522,8 +536,21 @@ def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
                 for a in attacks
             },
             "profile": profile(mine),
+            "auc-mean": {
+                arm: {a: _mean(_column(mine, f"auc-{arm}-{a}")) for a in attacks}
+                for arm in ("forsaken", "retrain")
+            },
+            "auc-owner-heldout-mean": {
+                arm: {a: _mean(_column(mine, f"auc-owner-heldout-{arm}-{a}")) for a in attacks}
+                for arm in ("forsaken", "retrain")
+            },
         }
     return out
+
+
+def _column(cases: Sequence[dict[str, Any]], key: str) -> list[float]:
+    """The finite values of ``key`` over ``cases`` (results files older than a column lack it)."""
+    return [c[key] for c in cases if c.get(key) is not None and math.isfinite(c[key])]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -644,6 +671,21 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         if s.get("profile"):
             shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["profile"].items())
             lines.append(f"- **{variant}**: where its sample-passes went: {shares}.")
+    owner_lines = []
+    for variant, s in summary.items():
+        owner = s.get("auc-owner-heldout-mean", {})
+        if any(v is not None for arm in owner.values() for v in arm.values()):
+            judged, retrained = s["auc-mean"]["forsaken"], s["auc-mean"]["retrain"]
+            owner_lines.append(
+                f"- **{variant}**: mean forget-set AUC ({' / '.join(attacks)}) against every client's "
+                f"held-out data (judged) {' / '.join(_fmt(judged.get(a), 3) for a in attacks)}, against "
+                "the withdrawing client's own held-out data (what its device steers by) "
+                f"{' / '.join(_fmt(owner['forsaken'].get(a), 3) for a in attacks)}; the retrained model: "
+                f"{' / '.join(_fmt(retrained.get(a), 3) for a in attacks)} and "
+                f"{' / '.join(_fmt(owner['retrain'].get(a), 3) for a in attacks)}."
+            )
+    if owner_lines:
+        lines += ["", *owner_lines]
     lines.append("")
     for variant, s in summary.items():
         verdicts = "; ".join(

@@ -36,6 +36,7 @@ from torch import nn
 from fedforget.judge import ForgetJudgement, Judge, JudgePower, judge_forget_set, retrain_verdict
 from fedforget.judge.for_run import calibrate_clients, fit_run_judge
 from fedforget.judge.histogram import hanley_mcneil_se
+from fedforget.metrics import attack_auc
 
 __all__ = ["ModelLook", "WithdrawalJudge", "judgement_fields"]
 
@@ -107,6 +108,21 @@ class WithdrawalJudge:
         return judge_forget_set(
             before=before.power, after=after.power, before_bins=before.bins, after_bins=after.bins
         )
+
+    def owner_heldout_auc(self, model: nn.Module) -> dict[str, float]:
+        """Per attack, the AUC of the forget set's raw scores against the *owners'* held-out samples only
+        (the never-seen data a withdrawing device steers by: its reference set), on ``model``.
+
+        A diagnostic beside the judged AUC, whose never-seen side is every client's held-out samples:
+        where the two differ, the method matched its device's own sample of never-seen data, not the
+        never-seen distribution. Not a verdict: it reads the owner's reference, which the method saw.
+        """
+        owners = [c for c in self.clients if len(self.withdrawn.get(c.partition_id, ()))]
+        x_held = np.concatenate([c.x_holdout for c in owners])
+        y_held = np.concatenate([c.y_holdout for c in owners])
+        forget = self.judge.scores(model, *self.forget)
+        heldout = self.judge.scores(model, x_held, y_held)
+        return {a: attack_auc(forget[a], heldout[a]) if len(y_held) else float("nan") for a in forget}
 
     def forget_scores(self, model: nn.Module) -> dict[str, np.ndarray]:
         """Every attack's score of each forget sample on ``model`` (for the U-LiRA check)."""

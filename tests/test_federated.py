@@ -228,6 +228,9 @@ def test_benchmark_main_judges_with_the_servers_judge_and_counts_the_cost(
         se = case[f"auc-diff-se-forsaken-{a}"]
         assert se == pytest.approx(math.hypot(case[f"auc-se-forsaken-{a}"], case[f"auc-se-retrain-{a}"]))
         assert 0.5 / math.sqrt(12 * case["num-forget"]) < se < 0.5
+        # the diagnostic beside it: the same attack against the owner's held-out samples only
+        for arm in ("forsaken", "retrain"):
+            assert 0 <= case[f"auc-owner-heldout-{arm}-{a}"] <= 1
     # memorise is memorised: the headline attack sees it on the original model
     assert case["judge-measurable-loss"] and case["judge-auc-loss"] >= 0.65
     # cost: sample-passes counted for both arms; retraining = 2 passes per sample per local epoch at least
@@ -248,6 +251,9 @@ def test_benchmark_main_judges_with_the_servers_judge_and_counts_the_cost(
     assert case["unlearn-rounds"] == 1 and case["forsaken-steps"] <= 3
     assert doc["summary"]["patience=3"]["cases"] == 1
     assert "| memorise/iid/mlp/samples/0.05 | patience=3 | 0 |" in md and "**Summary per variant**" in md
+    owner = doc["summary"]["patience=3"]["auc-owner-heldout-mean"]
+    assert owner["forsaken"]["loss"] == pytest.approx(case["auc-owner-heldout-forsaken-loss"])
+    assert "against the withdrawing client's own held-out data" in md
     assert "memorise/iid/mlp/samples/0.05" in capsys.readouterr().out
     # --render rebuilds the same markdown (and summary) from the JSON alone
     written = md
@@ -342,6 +348,7 @@ def test_benchmark_client_grain_runs_baselines_from_the_same_original_and_retrai
     for a in again["attacks"]:
         assert again[f"auc-forsaken-{a}"] == again[f"auc-retrain-{a}"]
         assert again[f"verdict-forsaken-{a}"] in ("retrain-equivalent", "not-measurable")
+        assert again[f"auc-owner-heldout-forsaken-{a}"] == again[f"auc-owner-heldout-retrain-{a}"]
     assert again["acc-forsaken"] == again["acc-retrain"]
     assert again["passes-unlearn"] == again["passes-retrain"] and again["pass-ratio"] == 1.0
     assert cases[2]["baseline"]["storage-bytes"] > 0  # FedEraser kept its updates to unlearn
