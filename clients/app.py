@@ -48,7 +48,7 @@ from fedforget.judge import client_calibration, forget_bins
 from fedforget.judge.calibration import MAX_CALIBRATION_SAMPLES
 from fedforget.judge.for_run import calibration_seed
 from protocol import messages as wire
-from protocol.codec import ids_to_config, judge_from_records
+from protocol.codec import ids_to_config, judge_from_records, samples_from_record
 
 app = ClientApp()
 
@@ -168,7 +168,9 @@ def unlearn(msg: Message, context: Context) -> Message:
 
     in: ``arrays`` (global model), ``config`` (``request-ids``,
     ``unlearn-method`` -- forsaken, gradient-ascent or pga; forsaken when absent --,
-    ``unlearn-target``, ``target-fr``, ``forsaken-steps``, ...; never the server's judge); out:
+    ``unlearn-target``, ``target-fr``, ``forsaken-steps``, ...; never the server's judge) and, when the
+    server lends them, ``steer-reference`` (never-seen samples the device steers by beside its
+    held-out samples, :mod:`fedforget.steer`); out:
     ``mask`` (parameter name -> delta, what the server adds to the global model), ``metrics``
     (steps, seconds, the method's own numbers, ``steer-*``: what the device's own oracle says) and
     ``info`` (``method``, ``stopped-because``). The methods: ``clients/methods.py``.
@@ -181,8 +183,16 @@ def unlearn(msg: Message, context: Context) -> Message:
     method = str(config.get("unlearn-method", "forsaken"))
     setup.model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     _, x_forget, y_forget = setup.device.forget_set(wanted)
+    lent = None
+    if wire.STEER_REFERENCE in msg.content.array_records:
+        lent = samples_from_record(
+            msg.content[wire.STEER_REFERENCE],
+            feature_shape=tuple(setup.device.reference_set()[0].shape[1:]),
+            num_classes=setup.info.num_classes,
+            what="the server's steer-reference",
+        )
 
-    result = compute_delta(method, setup, config, (x_forget, y_forget))
+    result = compute_delta(method, setup, config, (x_forget, y_forget), lent=lent)
     mask = ArrayRecord({name: Array(delta) for name, delta in result.mask.items()})
     metrics = MetricRecord(
         {"partition-id": setup.partition_id, "num-forget": len(y_forget), **result.metrics}

@@ -51,7 +51,7 @@ from fedforget.baselines import AscentConfig, PGAConfig, ascent_delta, pga_delta
 from fedforget.client_data import ClientData
 from fedforget.forsaken.on_device import guard_name, unlearn_on_device
 from fedforget.mia import MembershipOracle
-from fedforget.steer import fit_steering_oracle, steer_report, steer_seed
+from fedforget.steer import fit_steering_oracle, steer_report, steer_seed, with_lent_reference
 
 CLIENT_METHODS = ("forsaken", "gradient-ascent", "pga")
 
@@ -79,8 +79,13 @@ def compute_delta(
     setup: ClientSetup,
     config: ConfigRecord,
     forget: tuple[np.ndarray, np.ndarray],
+    *,
+    lent: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ClientDelta:
     """The delta of ``method`` for ``forget`` = ``(x, y)`` from the global model in ``setup.model``.
+
+    ``lent``: the never-seen samples the server lent (``steer-reference``); the device's never-seen
+    reference is its held-out samples plus these (:func:`fedforget.steer.with_lent_reference`).
 
     The device steers by its own oracle, never by the server's judge (:mod:`fedforget.steer`): fitted
     here on the current model from the device's retained and held-out samples, Forsaken picks its
@@ -103,7 +108,7 @@ def compute_delta(
     retained = setup.device.training_data()
     if decoy_ids.size:  # decoys are in the forget set: neither members of the steer nor retained
         retained = retained.without(decoy_ids)
-    heldout = setup.device.reference_set()
+    heldout = with_lent_reference(setup.device.reference_set(), lent)
     before = copy.deepcopy(setup.model)
     steer = fit_steering_oracle(
         before,
@@ -113,7 +118,7 @@ def compute_delta(
         forget=withdrawn,
     )
     if method == "forsaken":
-        result = _forsaken(setup, config, forget, steer, retained=retained)
+        result = _forsaken(setup, config, forget, steer, retained=retained, reference=heldout)
     elif method == "gradient-ascent":
         result = _gradient_ascent(setup, forget)
     else:
@@ -169,9 +174,11 @@ def _forsaken(
     oracle: MembershipOracle,
     *,
     retained: ClientData,
+    reference: tuple[np.ndarray, np.ndarray],
 ) -> ClientDelta:
-    """Forsaken steered by ``oracle`` (the device's own), on ``retained`` (decoys already left out)."""
-    device, run = setup.device, setup.config
+    """Forsaken steered by ``oracle`` (the device's own), on ``retained`` (decoys already left out),
+    with ``reference`` as its never-seen samples."""
+    run = setup.config
     # The guard's baseline: from the server (what this device reported in the attempt's first round),
     # so the accuracy budget bounds the whole withdrawal, not each unlearning round.
     baseline = None
@@ -180,7 +187,7 @@ def _forsaken(
     result = unlearn_on_device(
         setup.model,
         forget=forget,
-        reference=device.reference_set(),
+        reference=reference,
         retained=(retained.x_train, retained.y_train),
         run_seed=run.seed,
         server_round=setup.server_round,

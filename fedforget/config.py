@@ -78,6 +78,7 @@ class RunConfig:
     ascent_steps: int = 50
     federaser_every: int = 1
     retain_samples: int = 512
+    steer_reference_samples: int = 512
     max_mask_ratio: float = 0.5
     max_update_ratio: float = 100.0
     max_accuracy_drop: float = -1.0
@@ -179,6 +180,12 @@ class RunConfig:
             "an integer >= 1 (FedEraser stores client updates every this many rounds)",
         )
         _require(self.retain_samples >= 1, "retain-samples", self.retain_samples, "an integer >= 1")
+        _require(
+            self.steer_reference_samples >= 0,
+            "steer-reference-samples",
+            self.steer_reference_samples,
+            "an integer >= 0 (0: devices steer by their own held-out samples only)",
+        )
         _require(
             0 < self.max_mask_ratio < math.inf,
             "max-mask-ratio",

@@ -17,6 +17,16 @@ reached the target:
 
 The server's attempt (:mod:`fedforget.unlearning_attempt`) stops when every live device says
 ``steer-target-met = 1``; the judge only scores. The oracle is seeded with :func:`steer_seed`.
+
+**What "never seen" looks like to a device.** A device holds few held-out samples (a fifth of its
+data: 50-130 in the benchmark's federations), too few to tell what never-seen data looks like to
+within the 0.05 AUC of a verdict, or to guard accuracy to a point. The server lends it more: with
+``steer-reference-samples = N > 0`` every ``train.unlearn`` message carries
+:func:`steer_reference`, at most ``N`` samples of the server's auxiliary data *outside the judge's
+half* (:func:`fedforget.judge.judge_aux_half`), and the device steers by its held-out samples plus
+these (:func:`with_lent_reference`): the steering oracle's non-members, Forsaken's reference set
+and the steer report's never-seen side. The judge's shadow federations never see them, and the
+judge calibrates on the devices' held-out samples only, so the judge is still not the steer.
 """
 
 from __future__ import annotations
@@ -28,10 +38,19 @@ import numpy as np
 from torch import nn
 
 from fedforget.attempt_rules import target_met
+from fedforget.judge.shadow_federation import judge_aux_half
 from fedforget.metrics import attack_auc, forgetting_rate_from_arrays
 from fedforget.mia.device_oracle import DeviceOracle, fit_device_oracle
 
-__all__ = ["STEER_KEYS", "SteerReport", "fit_steering_oracle", "steer_report", "steer_seed"]
+__all__ = [
+    "STEER_KEYS",
+    "SteerReport",
+    "fit_steering_oracle",
+    "steer_reference",
+    "steer_report",
+    "steer_seed",
+    "with_lent_reference",
+]
 
 Pair = tuple[np.ndarray, np.ndarray]
 STEER_KEYS = ("steer-fr", "steer-auc", "steer-target-met")
@@ -41,6 +60,34 @@ STEER_KEYS = ("steer-fr", "steer-auc", "steer-target-met")
 def steer_seed(run_seed: int, server_round: int, partition_id: int) -> int:
     """The steering oracle's seed: ``run_seed * 104_729 + server_round * 1_013 + partition_id``."""
     return int(run_seed) * 104_729 + int(server_round) * 1_013 + int(partition_id)
+
+
+STEER_REFERENCE_STREAM = 0x5354
+"""Seeds the choice of the lent reference samples: ``default_rng([run_seed, STEER_REFERENCE_STREAM])``."""
+
+
+def steer_reference(
+    x_train: np.ndarray, y_train: np.ndarray, aux_ids: np.ndarray, *, run_seed: int, limit: int
+) -> Pair:
+    """The never-seen samples the server lends a withdrawing device (module docstring): at most
+    ``limit`` of the auxiliary samples ``aux_ids`` (rows of ``x_train`` / ``y_train``) outside the
+    judge's half, chosen once per run (seeded by ``run_seed``) and sorted. Empty when ``limit`` is 0
+    or there is no such sample."""
+    ids = np.asarray(aux_ids, dtype=np.int64).reshape(-1)
+    if limit <= 0 or len(ids) < 2:
+        chosen = np.empty(0, dtype=np.int64)
+    else:
+        _, other = judge_aux_half(ids, run_seed)
+        rng = np.random.default_rng([int(run_seed), STEER_REFERENCE_STREAM])
+        chosen = np.sort(rng.permutation(other)[: int(limit)])
+    return x_train[chosen], y_train[chosen]
+
+
+def with_lent_reference(heldout: Pair, lent: Pair | None) -> Pair:
+    """The device's never-seen samples: its ``heldout`` samples, then the server's ``lent`` ones."""
+    if lent is None or len(lent[1]) == 0:
+        return heldout
+    return np.concatenate([heldout[0], lent[0]]), np.concatenate([heldout[1], lent[1]])
 
 
 def fit_steering_oracle(

@@ -8,7 +8,8 @@ it, is in :mod:`protocol.replies`.
 message type              in (server -> device)                       out (device -> server)
 ========================  ==========================================  =====================================
 ``train``                 ``arrays``, ``config``                      ``arrays``, ``metrics``
-``train.unlearn``         ``arrays``, ``config`` (never the judge)    ``mask``, ``metrics``, ``info``
+``train.unlearn``         ``arrays``, ``config``,                     ``mask``, ``metrics``, ``info``
+                          ``steer-reference`` (never the judge)
 ``query.requests``        ``config``                                  ``requests``, ``ids``
 ``query.judge``           ``model``, ``judge``, ``judge-config``,     ``calibration``, ``forget``,
                           ``config``                                  ``metrics``
@@ -46,6 +47,10 @@ REQUESTS = "requests"
 IDS = "ids"
 RECEIPT = "receipt"
 DONE = "done"
+STEER_REFERENCE = "steer-reference"
+"""``train.unlearn``: never-seen samples the server lends the device to steer by
+(:func:`fedforget.steer.steer_reference`, :func:`protocol.codec.samples_to_record`); absent when
+``steer-reference-samples`` is 0."""
 
 # ---------------------------------------------------------------------------- keys inside records
 PARTITION_ID = "partition-id"

@@ -11,8 +11,11 @@ too); :class:`GridTransport` is its transport here:
 * **asking**: each owning node gets the global model and the method's settings (``train.unlearn``:
   ``request-ids``, ``unlearn-method``, ``unlearn-target``, ``target-fr``, ``forsaken-steps``, and from
   the attempt's second round on its first round's ``guard-*`` accuracies, so that a device's accuracy
-  guard bounds the whole attempt). **No judge and no oracle travel in it**: a device steers by its
-  own oracle (:mod:`fedforget.steer`) and says in its reply whether that oracle finds the target met;
+  guard bounds the whole attempt), and ``steer-reference``: up to ``steer-reference-samples``
+  never-seen samples of the server's auxiliary data outside the judge's half
+  (:func:`fedforget.steer.steer_reference`) that the device steers by beside its held-out samples.
+  **No judge and no oracle travel in it**: a device steers by its own oracle (:mod:`fedforget.steer`)
+  and says in its reply whether that oracle finds the target met;
 * **validating**: a reply must decode (:func:`protocol.replies.decode_unlearn`) and be the requests'
   partition's; the mask, and the node's summed masks against the model before the attempt, must
   pass :func:`server.validation.validate_mask` (known trainable names, shapes, finite floats, an L2
@@ -38,9 +41,11 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+from fedforget.steer import steer_reference
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
 from fedforget.verify import model_hash  # noqa: F401 - receipts' hash, re-exported
 from protocol import messages as wire
+from protocol.codec import samples_to_record
 from protocol.replies import ProtocolError, decode_unlearn
 from server.attempt import Attempt, new_cost
 from server.console import RoundTable
@@ -78,6 +83,15 @@ class GridTransport:
         self.trainable = parameter_names(attempt.run.model)
         self.started = time.perf_counter()
         self.cost = new_cost()
+        run = attempt.run
+        lent = steer_reference(
+            run.dataset.x_train,
+            run.dataset.y_train,
+            run.split.aux_ids,
+            run_seed=run.config.seed,
+            limit=run.config.steer_reference_samples,
+        )
+        self.steer_reference = samples_to_record(lent) if len(lent[1]) else None
 
     def ask_for_masks(
         self,
@@ -103,8 +117,11 @@ class GridTransport:
                 **guards.get(node_id, {}),
             }
             content = RecordDict({wire.ARRAYS: arrays, wire.CONFIG: ConfigRecord(msg_config)})
+            if self.steer_reference is not None:
+                content[wire.STEER_REFERENCE] = self.steer_reference
             messages.append(Message(content, dst_node_id=node_id, message_type=wire.UNLEARN))
-        bytes_down = _nbytes(arrays) * len(messages)
+        lent_bytes = _nbytes(self.steer_reference) if self.steer_reference is not None else 0
+        bytes_down = (_nbytes(arrays) + lent_bytes) * len(messages)
         run.record.append_metrics(
             {
                 "round": attempt.server_round,

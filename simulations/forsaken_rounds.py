@@ -5,7 +5,9 @@ One attempt: client ``client`` withdraws ``forget_ids``. The loop is the federat
 is only its in-process transport:
 
 * asking for masks = the device's Forsaken call, :func:`fedforget.forsaken.on_device.unlearn_on_device`
-  (the ClientApp's call: same reference, retained subset, seeds and guard baseline), steered by the
+  (the ClientApp's call: same reference, i.e. the device's held-out samples plus the never-seen
+  samples the server lends in ``train.unlearn`` (:func:`fedforget.steer.steer_reference`), retained
+  subset, seeds and guard baseline), steered by the
   device's own oracle (:mod:`fedforget.steer`), which also says whether the target is met;
 * validating = the server's rule (:func:`server.validation.validate_mask`, ``max-mask-ratio``);
 * measuring = the round's own fields (steps, why it stopped, seconds) and ``observe(round, model)``,
@@ -30,12 +32,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedforget import forsaken
-from fedforget.client_data import ClientData
+from fedforget import data, forsaken
+from fedforget.client_data import ClientData, split_for
 from fedforget.config import RunConfig
 from fedforget.cost import count_sample_passes, not_counted, phase
 from fedforget.forsaken.on_device import guard_name, unlearn_on_device
-from fedforget.steer import fit_steering_oracle, steer_report, steer_seed
+from fedforget.steer import (
+    fit_steering_oracle,
+    steer_reference,
+    steer_report,
+    steer_seed,
+    with_lent_reference,
+)
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
 from server.validation import parameter_names, validate_mask
 
@@ -43,6 +51,18 @@ __all__ = ["RoundObserver", "unlearn_like_the_federation"]
 
 RoundObserver = Callable[[int, torch.nn.Module], None]
 """``observe(unlearn_round, model)``: sees the global model after each round; not timed."""
+
+
+def lent_reference(config: RunConfig) -> tuple[np.ndarray, np.ndarray]:
+    """What the server lends a withdrawing device in ``train.unlearn`` (``server/unlearning.py``)."""
+    dataset = data.load(config)
+    return steer_reference(
+        dataset.x_train,
+        dataset.y_train,
+        split_for(config).aux_ids,
+        run_seed=config.seed,
+        limit=config.steer_reference_samples,
+    )
 
 
 class _InProcess:
@@ -62,7 +82,7 @@ class _InProcess:
         self.server_round, self.overrides, self.observe = server_round, overrides, observe
         self.forget_ids = forget_ids
         _, self.x_forget, self.y_forget = client.subset(forget_ids)
-        self.reference = (client.x_holdout, client.y_holdout)
+        self.reference = with_lent_reference((client.x_holdout, client.y_holdout), lent_reference(config))
         retained = client.without(forget_ids)
         self.retained = (retained.x_train, retained.y_train)
         self.trainable = parameter_names(model)

@@ -315,6 +315,27 @@ def test_client_shares_follow_the_runs_proportions_and_aux_halves_are_disjoint()
     assert set(judge_half).isdisjoint(other) and set(judge_half) | set(other) == set(range(11, 32))
 
 
+def test_the_samples_lent_to_steer_by_come_from_the_half_the_judge_never_sees():
+    from fedforget.steer import steer_reference, with_lent_reference
+
+    x = np.arange(200, dtype=np.float32).reshape(100, 2)
+    y = np.arange(100) % 3
+    aux = np.arange(20, 80)
+    judge_half, other = judge_aux_half(aux, seed=4)
+    lent_x, lent_y = steer_reference(x, y, aux, run_seed=4, limit=12)
+    ids = (lent_x[:, 0] / 2).astype(int)
+    assert len(ids) == 12 and set(ids) <= set(other) and set(ids).isdisjoint(judge_half)
+    assert np.array_equal(lent_y, y[ids]) and np.array_equal(ids, np.sort(ids))
+    again = steer_reference(x, y, aux, run_seed=4, limit=12)[0]
+    assert np.array_equal(again, lent_x)  # seeded: every round of the run lends the same samples
+    assert len(steer_reference(x, y, aux, run_seed=4, limit=1000)[1]) == len(other)
+    assert len(steer_reference(x, y, aux, run_seed=4, limit=0)[1]) == 0
+    held = (x[:3], y[:3])
+    both = with_lent_reference(held, (lent_x, lent_y))
+    assert len(both[1]) == 15 and np.array_equal(both[0][:3], x[:3])
+    assert with_lent_reference(held, None) is held
+
+
 def test_fedavg_on_arrays_is_the_runs_fedavg():
     from fedforget.client_data import ClientData
     from fedforget.config import RunConfig

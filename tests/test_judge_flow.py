@@ -10,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedforget.judge import judge_aux_half
 from fedforget.records import is_unlearning_round
 from protocol import messages as wire
 from server.loop import run_federated_training
@@ -96,10 +98,27 @@ def test_no_unlearning_message_carries_judge_or_oracle_state(memorised: tuple[An
     unlearn = [m for m in grid.sent if m.metadata.message_type == wire.UNLEARN]
     judge = [m for m in grid.sent if m.metadata.message_type == wire.QUERY_JUDGE]
     assert unlearn and judge
+    run, _ = memorised
+    judge_half, steer_half = judge_aux_half(run.split.aux_ids, run.config.seed)
+    rows = {row.tobytes(): i for i, row in enumerate(run.dataset.x_train.astype(np.float32))}
     for message in unlearn:
-        assert set(message.content.keys()) == {wire.ARRAYS, wire.CONFIG}
+        assert set(message.content.keys()) == {wire.ARRAYS, wire.CONFIG, wire.STEER_REFERENCE}
         assert not [k for k in message.content[wire.CONFIG] if "judge" in k or "oracle" in k]
+        # the never-seen samples lent to steer by: auxiliary samples, none of the judge's half
+        record = message.content[wire.STEER_REFERENCE]
+        lent_x = record["x"].numpy()
+        assert len(lent_x) == min(run.config.steer_reference_samples, len(steer_half)) > 0
+        lent_ids = {rows[x.tobytes()] for x in lent_x}
+        assert lent_ids <= set(steer_half.tolist()) and not lent_ids & set(judge_half.tolist())
+        assert (record["y"].numpy() == run.dataset.y_train[sorted(lent_ids)]).all()
     assert all(wire.JUDGE in m.content and wire.JUDGE_CONFIG in m.content for m in judge)
+
+
+def test_without_lent_samples_no_unlearning_message_carries_samples(tmp_path: Path) -> None:
+    """``steer-reference-samples = 0``: the device steers by its own held-out samples only."""
+    _, grid = _run(tmp_path, **{"steer-reference-samples": 0})
+    unlearn = [m for m in grid.sent if m.metadata.message_type == wire.UNLEARN]
+    assert unlearn and all(set(m.content.keys()) == {wire.ARRAYS, wire.CONFIG} for m in unlearn)
 
 
 def test_a_device_claiming_success_is_reported_by_the_judge_not_by_itself(tmp_path: Path) -> None:

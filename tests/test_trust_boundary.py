@@ -399,3 +399,29 @@ def test_fuzzed_replies_decode_or_fail_with_one_protocol_error(
             and decoded_error in r["reason"]
             for r in rows
         ), rows
+
+
+# ------------------------------------------------------------------------- lent never-seen samples
+def test_lent_samples_round_trip_and_bad_ones_are_refused_in_one_line() -> None:
+    """``steer-reference`` (server -> device): what the device decodes is what the server sent, and a
+    record that does not fit the device's data is a ValueError naming what is wrong."""
+    from protocol.codec import samples_from_record, samples_to_record
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(7, 3, 2)).astype(np.float32), np.arange(7) % 4
+    fits = {"feature_shape": (3, 2), "num_classes": 4, "what": "steer-reference"}
+    got_x, got_y = samples_from_record(samples_to_record((x, y)), **fits)
+    assert np.array_equal(got_x, x) and np.array_equal(got_y, y) and got_y.dtype == np.int64
+    bad_nan = x.copy()
+    bad_nan[2, 1, 0] = np.nan
+    cases = [
+        (samples_to_record((x.reshape(7, 6), y)), "features of shape"),
+        (samples_to_record((x, y[:5])), "5 labels"),
+        (samples_to_record((bad_nan, y)), "non-finite"),
+        (samples_to_record((x, y + 1)), r"labels must be integers in \[0, 4\)"),
+        (ArrayRecord({"x": Array(x)}), "exactly the arrays 'x' and 'y'"),
+    ]
+    for record, message in cases:
+        with pytest.raises(ValueError, match=message) as error:
+            samples_from_record(record, **fits)
+        assert "steer-reference" in str(error.value) and "\n" not in str(error.value)
