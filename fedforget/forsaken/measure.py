@@ -4,7 +4,9 @@ Per state (``docs/forsaken.md``, Stopping and History columns): accuracies on F,
 :data:`~fedforget.forsaken.sets.MAX_MEASURE`) and R_check; the steering oracle's decisions on F, with
 
     member_fraction = mean_i [s(x_i) >= tau],   FR = forgetting rate of the decisions before -> now,
-    AUC = AUC of the oracle's scores on F against the reference samples (0.5: F looks never seen).
+    AUC = AUC of F against the reference samples (0.5: F looks never seen): of the model's confidence
+          in each sample's own label (``retrain_statistic="confidence"``, the default) or of the
+          oracle's scores (``"oracle"``).
 
 The stopping rule: ``target="fr"`` stops at FR >= ``target_fr`` (``nothing-to-forget`` when the oracle
 judged no forget sample a member to begin with); ``target="retrain"`` at ``|AUC - 0.5| <= auc_tolerance``.
