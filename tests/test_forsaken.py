@@ -825,9 +825,7 @@ def test_the_centralized_experiment_driver_lives_in_simulations() -> None:
     assert 0.0 <= out["acc_after"] <= 1.0 and "retrain_acc" not in out
 
 
-def test_a_device_that_withdrew_everything_trains_on_one_half_of_its_never_seen_samples_and_compares_with_the_other() -> (
-    None
-):
+def test_a_device_that_withdrew_everything_trains_on_one_half_and_compares_with_the_other() -> None:
     """Client grain: no retained sample is left. Training the accuracy term on the very samples the
     forget set is compared with would make them look like members (and the forget set with them), so
     the device splits its never-seen samples: the retain stand-in and the reference are disjoint."""
