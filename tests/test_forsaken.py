@@ -823,24 +823,3 @@ def test_the_centralized_experiment_driver_lives_in_simulations() -> None:
     out = forsaken_experiment.run("memorise", "mlp", members=200, reference=60, epochs=2, retrain=False)
     assert out["num_forget"] == 10 and out["stopped_because"] in ("target-fr", "stalled", "max-steps")
     assert 0.0 <= out["acc_after"] <= 1.0 and "retrain_acc" not in out
-
-
-def test_a_device_that_withdrew_everything_trains_on_one_half_and_compares_with_the_other() -> None:
-    """Client grain: no retained sample is left. Training the accuracy term on the very samples the
-    forget set is compared with would make them look like members (and the forget set with them), so
-    the device splits its never-seen samples: the retain stand-in and the reference are disjoint."""
-    from fedforget.forsaken.on_device import retained_subset, split_reference
-
-    x = np.arange(42, dtype=np.float32).reshape(21, 2)
-    y = np.arange(21) % 3
-    empty = (x[:0], y[:0])
-    seeds = {"run_seed": 3, "server_round": 7, "partition_id": 1}
-    retain = retained_subset(empty, reference=(x, y), limit=100, **seeds)
-    _, reference = split_reference((x, y), **seeds)
-    retain_rows, reference_rows = set(retain[0][:, 0].tolist()), set(reference[0][:, 0].tolist())
-    assert retain_rows and reference_rows and retain_rows.isdisjoint(reference_rows)
-    assert len(retain_rows | reference_rows) == 21 and len(retain[1]) == 10
-    assert len(retained_subset(empty, reference=(x, y), limit=4, **seeds)[1]) == 4
-    # with retained samples left, the reference is not split and the retained subset is drawn from them
-    kept = retained_subset((x[:5], y[:5]), reference=(x, y), limit=100, **seeds)
-    assert set(kept[0][:, 0].tolist()) == set(x[:5, 0].tolist())
