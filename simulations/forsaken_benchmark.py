@@ -211,9 +211,10 @@ def retrain_bytes(config: RunConfig, model_bytes: int) -> int:
     return 2 * config.num_rounds * config.num_clients * model_bytes
 
 
-def unlearn_bytes(rounds: int, model_bytes: int, mask_bytes: int) -> int:
-    """Bytes Forsaken sends: the global model down to the owner each unlearning round, its masks up."""
-    return rounds * model_bytes + mask_bytes
+def unlearn_bytes(rounds: int, model_bytes: int, mask_bytes: int, lent_bytes: int = 0) -> int:
+    """Bytes Forsaken sends: the global model and the lent never-seen samples (``lent_bytes`` per
+    round) down to the owner each unlearning round, its masks up."""
+    return rounds * (model_bytes + lent_bytes) + mask_bytes
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -229,7 +230,9 @@ def run_forsaken(
 ) -> dict[str, Any]:
     """One Forsaken attempt as the federation runs it, with its cost."""
     out = unlearn_like_the_federation(config, model, client, forget_ids, config.num_rounds + 1, overrides)
-    out["bytes"] = unlearn_bytes(len(out["rounds"]), state_nbytes(model.state_dict()), out["mask-bytes"])
+    out["bytes"] = unlearn_bytes(
+        len(out["rounds"]), state_nbytes(model.state_dict()), out["mask-bytes"], out["lent-bytes"]
+    )
     return out
 
 
@@ -400,6 +403,7 @@ def forsaken_arm(
             "forsaken-steps": sum(r.get("steps", 0) for r in unlearned["rounds"]),
             "unlearning": unlearned["rounds"],
             "steer-target-met": unlearned["steer-target-met"],
+            "lent-bytes": unlearned["lent-bytes"],
         },
     }
 

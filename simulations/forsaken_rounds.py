@@ -82,7 +82,10 @@ class _InProcess:
         self.server_round, self.overrides, self.observe = server_round, overrides, observe
         self.forget_ids = forget_ids
         _, self.x_forget, self.y_forget = client.subset(forget_ids)
-        self.reference = with_lent_reference((client.x_holdout, client.y_holdout), lent_reference(config))
+        lent = lent_reference(config)
+        self.reference = with_lent_reference((client.x_holdout, client.y_holdout), lent)
+        # as train.unlearn carries them (protocol.codec.samples_to_record): float32 features, int64 labels
+        self.lent_bytes = int(lent[0].size) * 4 + int(lent[1].size) * 8
         retained = client.without(forget_ids)
         self.retained = (retained.x_train, retained.y_train)
         self.trainable = parameter_names(model)
@@ -196,7 +199,8 @@ def unlearn_like_the_federation(
     ``unlearn-round``, ``steps``, ``stopped-because``, ``touched-fraction``, ``forsaken-seconds``;
     ``mask-rejected`` or ``unlearning-stalled`` on the round that ended it), ``seconds`` (wall time of
     the attempt, ``observe`` excluded), ``sample-passes`` (:class:`fedforget.cost.SamplePasses` of the
-    attempt, ``observe`` excluded), ``mask-bytes`` (bytes of the masks sent up) and
+    attempt, ``observe`` excluded), ``mask-bytes`` (bytes of the masks sent up), ``lent-bytes``
+    (bytes of the never-seen samples lent with each round's ``train.unlearn``) and
     ``steer-target-met`` (whether the attempt ended because the device's own oracle, which Forsaken
     steers by, said the target was met).
     """
@@ -216,5 +220,6 @@ def unlearn_like_the_federation(
         "seconds": seconds,
         "sample-passes": passes,
         "mask-bytes": transport.mask_bytes,
+        "lent-bytes": transport.lent_bytes,
         "steer-target-met": result.steer_target_met,
     }

@@ -295,7 +295,9 @@ def run_forsaken(
     )
     compute = sum(r.get("forsaken-seconds", 0.0) for r in attempt["rounds"])
     state = {k: v.detach().clone() for k, v in attempt["model"].state_dict().items()}
-    sent = unlearn_bytes(len(attempt["rounds"]), state_nbytes(state), attempt["mask-bytes"])
+    sent = unlearn_bytes(
+        len(attempt["rounds"]), state_nbytes(state), attempt["mask-bytes"], attempt["lent-bytes"]
+    )
     extra = {
         "unlearn-rounds": len(attempt["rounds"]),
         "forsaken-steps": sum(r.get("steps", 0) for r in attempt["rounds"]),

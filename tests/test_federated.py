@@ -240,6 +240,8 @@ def test_benchmark_main_judges_with_the_servers_judge_and_counts_the_cost(
         case["passes-retrain"]["total"] / case["passes-unlearn"]["total"]
     )
     assert case["bytes-unlearn"] < case["bytes-retrain"] and case["seconds-unlearn"] > 0
+    # the never-seen samples lent with every unlearning round are paid for in the bytes sent
+    assert case["lent-bytes"] > 0 and case["bytes-unlearn"] > case["unlearn-rounds"] * case["lent-bytes"]
     assert set(case["targets"]) == {
         "retrain-equivalent",
         "accuracy",
