@@ -957,8 +957,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--target",
         choices=("fr", "retrain"),
         default="retrain",
-        help="unlearn-target: look never seen to the device's own oracle (retrain, default) "
-        "or FR >= 0.9 (fr)",
+        help="unlearn-target: the forget set's confidences distributed like the device's never-seen "
+        "samples' (retrain, default) or FR >= 0.9 by the device's own oracle (fr)",
     )
     parser.add_argument("--unlearn-rounds", type=int, help="unlearn-rounds (default: the config's, 3)")
     parser.add_argument(
