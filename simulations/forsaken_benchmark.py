@@ -39,7 +39,12 @@ model **memorises**: the judge's AUC on it is >= 0.65 where the data allows; ``-
    :mod:`fedforget.baselines` from the same original (FedEraser's store recorded while it trained),
    judged and costed the same way. Their rows use the same columns: the unlearning arm's are named
    ``*-forsaken-*`` in every row and ``method`` says which method produced them (``retrain`` against
-   retraining is the benchmark's own check: pass ratio 1, the same AUCs).
+   retraining is the benchmark's own check: pass ratio 1, the same AUCs). ``retrain-reseeded`` is
+   the verdict's **noise floor**: a second retraining from scratch with another training seed
+   (:func:`other_training_seed`: another initial model and local shuffling), judged against the
+   first like any method. Retraining is by definition what forgetting should look like, so the cases
+   in which it is *not* called retrain-equivalent, and its mean |AUC gap|, are what chance alone
+   gives at these forget-set sizes.
 8. With ``--ulira K`` (small models): K further trainings of the same federation with other training
    seeds, each unlearned by Forsaken and retrained, and the per-sample U-LiRA check
    (:func:`fedforget.judge.ulira_check`) of the K+1 unlearned against the K+1 retrained models' judge
@@ -96,8 +101,11 @@ DATASETS = MEMORISING + OTHERS
 QUICK_DATASETS = ("memorise", "location")
 PARTITIONINGS = ("iid", "dirichlet")
 GRAINS = ("samples", "class", "client")
-BASELINES = ("federaser", "finetune", "retrain")
-"""Baselines ``--baselines`` runs beside Forsaken from the same original (client-grain comparisons)."""
+RESEEDED_RETRAIN = "retrain-reseeded"
+"""The control arm: retraining again with :func:`other_training_seed` (the verdict's noise floor)."""
+BASELINES = ("federaser", "finetune", "retrain", RESEEDED_RETRAIN)
+"""Arms ``--baselines`` runs beside Forsaken: methods of :mod:`fedforget.baselines` from the same
+original (client-grain comparisons), and the control :data:`RESEEDED_RETRAIN`."""
 NUM_CLIENTS = 5
 DATASET_SETTINGS: dict[str, dict[str, Any]] = {
     "memorise": {"num_rounds": 10, "local_epochs": 3},
@@ -307,7 +315,12 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         owner_retrain = wj.owner_heldout_auc(retrain["model"])
         label = case_label(name, request)
         arms = [forsaken_arm(config, original_model, client, forget_ids, o) for o in args.variants]
-        arms += [baseline_arm(config, trained, forget_ids, m) for m in args.baselines]
+        arms += [
+            reseeded_retrain_arm(config, forget_ids)
+            if m == RESEEDED_RETRAIN
+            else baseline_arm(config, trained, forget_ids, m)
+            for m in args.baselines
+        ]
         for arm in arms:
             on_arm = wj.judged(before, wj.look(arm["model"]))
             acc = test_accuracy(config, arm["model"])
@@ -423,6 +436,32 @@ def baseline_arm(config: RunConfig, trained: Any, forget_ids: np.ndarray, method
     }
 
 
+def other_training_seed(config: RunConfig, k: int) -> int:
+    """The ``k``-th other training seed of a case (``k >= 1``): ``config.seed * 1000 + k``. It seeds the
+    initial model and the clients' local training (``fedavg``'s ``training_seed``); the data, the split
+    and the withdrawal stay those of ``config.seed``. One rule for the U-LiRA trainings and the
+    reseeded retraining."""
+    if k < 1:
+        raise ValueError(f"other_training_seed: k must be >= 1 (k = 0 is the case's own seed), got {k}")
+    return config.seed * 1_000 + k
+
+
+def reseeded_retrain_arm(config: RunConfig, forget_ids: np.ndarray) -> dict[str, Any]:
+    """The control arm (:data:`RESEEDED_RETRAIN`): retraining from scratch without the forget set again,
+    with :func:`other_training_seed` ``(config, 1)``; costed like retraining."""
+    seed = other_training_seed(config, 1)
+    again = run_retrain(config, forget_ids, training_seed=seed)
+    return {
+        "variant": RESEEDED_RETRAIN,
+        "method": RESEEDED_RETRAIN,
+        "model": again["model"],
+        "seconds": again["seconds"],
+        "sample-passes": again["sample-passes"],
+        "bytes": again["bytes"],
+        "fields": {"training-seed": seed},
+    }
+
+
 def ulira(
     config: RunConfig,
     clients: Sequence[ClientData],
@@ -441,7 +480,7 @@ def ulira(
         if k == 0:
             original, retrained = original_model, retrain["model"]
         else:
-            seed = config.seed * 1_000 + k
+            seed = other_training_seed(config, k)
             trained = fedavg(config, evaluate=False, training_seed=seed)
             original = model_from_state(config, trained.state_dict)
             retrained = run_retrain(config, forget_ids, training_seed=seed)["model"]
@@ -670,6 +709,20 @@ def markdown_table(cases: list[dict[str, Any]], summary: dict[str, Any]) -> str:
             f"| {100 * s['acc-below-retrain-mean']:+.2f} pt | {_fmt(s['pass-ratio-geomean'], 1)}x "
             f"| {_fmt(s['wall-ratio-geomean'], 1)}x | {_fmt(s['bytes-ratio-geomean'], 1)}x |"
         )
+    floor = summary.get(RESEEDED_RETRAIN)
+    if floor:
+        equivalent = " / ".join(
+            str(floor["verdicts"].get(a, {}).get("retrain-equivalent", 0)) for a in attacks
+        )
+        lines += [
+            "",
+            f"**The verdict's noise floor** ({RESEEDED_RETRAIN}): retraining again with another training "
+            f"seed is called retrain-equivalent in {equivalent} of {floor['cases']} cases "
+            f"({' / '.join(attacks)}), with a mean |AUC gap| of "
+            f"{' / '.join(_fmt(floor['auc-gap-mean'].get(a), 3) for a in attacks)}. That is what chance "
+            "alone gives at these forget-set sizes: a method no worse than it is as close to retraining "
+            "as retraining is to itself.",
+        ]
     lines.append("")
     for variant, s in summary.items():
         if s.get("profile"):
@@ -983,7 +1036,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         choices=BASELINES,
         default=[],
-        help="also run these methods from the same original, judged and costed the same way",
+        help="also run these methods from the same original, judged and costed the same way; "
+        f"{RESEEDED_RETRAIN}: retraining again with another training seed (the verdict's noise floor)",
     )
     parser.add_argument(
         "--ulira", type=int, default=0, metavar="K", help="U-LiRA check with K further trainings"

@@ -336,13 +336,15 @@ def test_benchmark_client_grain_runs_baselines_from_the_same_original_and_retrai
         "--unlearn-rounds",
         "1",
     ]
-    argv += ["--grain", "client", "--baselines", "retrain", "federaser", "--out", str(out)]
+    argv += ["--grain", "client", "--baselines", "retrain", "federaser", "retrain-reseeded"]
+    argv += ["--out", str(out)]
     assert forsaken_benchmark.main(argv) == 0
     cases = json.loads(out.read_text())["cases"]
     assert [(c["variant"], c["method"]) for c in cases] == [
         ("default", "forsaken"),
         ("retrain", "retrain"),
         ("federaser", "federaser"),
+        ("retrain-reseeded", "retrain-reseeded"),
     ]
     assert all(c["case"] == "memorise/iid/mlp/client" for c in cases)
     assert cases[0]["num-forget"] == cases[0]["client-0-train"]  # the whole client withdraws
@@ -354,6 +356,15 @@ def test_benchmark_client_grain_runs_baselines_from_the_same_original_and_retrai
     assert again["acc-forsaken"] == again["acc-retrain"]
     assert again["passes-unlearn"] == again["passes-retrain"] and again["pass-ratio"] == 1.0
     assert cases[2]["baseline"]["storage-bytes"] > 0  # FedEraser kept its updates to unlearn
+    # the noise floor: retraining again from another initial model, judged like any method
+    floor = cases[3]
+    assert floor["training-seed"] == 1_000 * floor["seed"] + 1
+    assert floor["passes-unlearn"]["backward"] == floor["passes-retrain"]["backward"]  # the same work
+    assert any(floor[f"auc-forsaken-{a}"] != floor[f"auc-retrain-{a}"] for a in floor["attacks"])
+    assert all(floor[f"verdict-forsaken-{a}"] in forsaken_benchmark.VERDICT_SHORT for a in floor["attacks"])
+    assert "**The verdict's noise floor** (retrain-reseeded)" in out.with_suffix(".md").read_text()
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        forsaken_benchmark.other_training_seed(RunConfig(), 0)
 
 
 def test_benchmark_withdraws_a_class_or_a_client_once_per_original_whatever_the_extra_fractions(
