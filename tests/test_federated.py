@@ -369,6 +369,39 @@ def test_benchmark_client_grain_runs_baselines_from_the_same_original_and_retrai
         forsaken_benchmark.other_training_seed(RunConfig(), 0)
 
 
+def test_benchmark_summary_says_how_far_retraining_sits_from_half_and_whether_an_arm_follows_it() -> None:
+    from simulations.forsaken_benchmark import summarise
+
+    target_keys = ("retrain-equivalent", "accuracy", "sample-passes", "wall", "bytes", "paper-fr")
+    retrained = [0.40, 0.50, 0.65, 0.55]
+    follows = [r + 0.02 for r in retrained]  # off by a constant: r = 1
+    flat = [0.52, 0.49, 0.51, 0.50]  # near 0.5 whatever retraining does
+    cases = []
+    for variant, arm in (("follows", follows), ("flat", flat)):
+        for r, a in zip(retrained, arm, strict=True):
+            cases.append(
+                {
+                    "variant": variant,
+                    "attacks": ["loss"],
+                    "auc-forsaken-loss": a,
+                    "auc-retrain-loss": r,
+                    "auc-diff-forsaken-loss": a - r,
+                    "verdict-forsaken-loss": "retrain-equivalent",
+                    "targets": dict.fromkeys(target_keys, True),
+                    "pass-ratio": 1.0,
+                    "speedup": 1.0,
+                    "bytes-ratio": 1.0,
+                    "acc-loss": 0.0,
+                    "acc-below-retrain": 0.0,
+                }
+            )
+    summary = summarise(cases)
+    assert summary["follows"]["auc-correlation"]["loss"] == pytest.approx(1.0)
+    assert summary["flat"]["auc-correlation"]["loss"] < 0.5
+    assert summary["flat"]["auc-retrain-offset-mean"]["loss"] == pytest.approx((0.1 + 0 + 0.15 + 0.05) / 4)
+    assert summarise(cases[:2])["follows"]["auc-correlation"]["loss"] is None  # too few cases
+
+
 def test_benchmark_withdraws_a_class_or_a_client_once_per_original_whatever_the_extra_fractions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
