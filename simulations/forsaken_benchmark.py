@@ -50,6 +50,12 @@ model **memorises**: the judge's AUC on it is >= 0.65 where the data allows; ``-
    (:func:`fedforget.judge.ulira_check`) of the K+1 unlearned against the K+1 retrained models' judge
    scores on the forget set (accuracy 0.5: indistinguishable).
 
+9. With ``--heal R``: every Forsaken variant's model followed by ``R`` FedAvg rounds of the whole
+   federation on the remaining data (what a live federation does next anyway; variant
+   ``<variant>+healR``), and with ``--recheck`` that model unlearned again by the same variant
+   (``<variant>+healR+recheck``: the owner looks at its forget set once more after the federation
+   trained on). Costed cumulatively: the variant's sample-passes, seconds and bytes plus the rounds'.
+
 Reported per case: the judge's power on the original model, FR / AUC / verdict per attack, test
 accuracy (original, Forsaken, retrain), wall seconds, sample-passes and bytes sent of Forsaken and
 of retraining and their ratios; then issue 14's targets per case (retrain-equivalent under every
@@ -81,9 +87,10 @@ import torch
 from tqdm.auto import tqdm
 
 from fedforget import baselines, data, forsaken, models
+from fedforget.baselines.finetune import run_repair
 from fedforget.client_data import ClientData, split_for
 from fedforget.config import RunConfig
-from fedforget.cost import count_sample_passes
+from fedforget.cost import SamplePasses, count_sample_passes, phase
 from fedforget.federated import fedavg, state_nbytes
 from fedforget.forsaken import ForsakenConfig
 from fedforget.judge import ulira_check
@@ -315,6 +322,14 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         owner_retrain = wj.owner_heldout_auc(retrain["model"])
         label = case_label(name, request)
         arms = [forsaken_arm(config, original_model, client, forget_ids, o) for o in args.variants]
+        if args.heal:
+            arms += [
+                healed
+                for arm in list(arms)
+                for healed in healed_arms(
+                    config, trained, client, forget_ids, arm, rounds=args.heal, recheck=args.recheck
+                )
+            ]
         arms += [
             reseeded_retrain_arm(config, forget_ids)
             if m == RESEEDED_RETRAIN
@@ -407,6 +422,7 @@ def forsaken_arm(
     return {
         "variant": variant_name(overrides),
         "method": "forsaken",
+        "overrides": dict(overrides),
         "model": unlearned["model"],
         "seconds": unlearned["seconds"],
         "sample-passes": unlearned["sample-passes"],
@@ -419,6 +435,67 @@ def forsaken_arm(
             "lent-bytes": unlearned["lent-bytes"],
         },
     }
+
+
+def healed_arms(
+    config: RunConfig,
+    trained: Any,
+    client: ClientData,
+    forget_ids: np.ndarray,
+    unlearned: dict[str, Any],
+    *,
+    rounds: int,
+    recheck: bool,
+) -> list[dict[str, Any]]:
+    """A Forsaken arm followed by ``rounds`` FedAvg rounds of the whole federation on the remaining data
+    (``fedforget.baselines.finetune.run_repair``: what a live federation does next anyway), variant
+    ``<variant>+heal<rounds>``; with ``recheck``, also that model unlearned again by the same variant
+    (the owner looks at its forget set once more after the federation trained on), variant
+    ``<variant>+heal<rounds>+recheck``. Each costs the arm's passes, seconds and bytes plus its own
+    (a round: 2 model transfers per client)."""
+    state = {k: v.detach().clone() for k, v in unlearned["model"].state_dict().items()}
+    with count_sample_passes() as passes, phase("heal"):
+        healed, seconds, _, _ = run_repair(trained, {0: forget_ids}, state, rounds, method="heal")
+    heal = {
+        "variant": f"{unlearned['variant']}+heal{rounds}",
+        "method": "forsaken",
+        "model": model_from_state(config, healed),
+        "seconds": unlearned["seconds"] + seconds,
+        "sample-passes": _sum_passes(unlearned["sample-passes"], passes),
+        "bytes": unlearned["bytes"] + 2 * rounds * config.num_clients * state_nbytes(healed),
+        "overrides": unlearned["overrides"],
+        "fields": {**unlearned["fields"], "heal-rounds": rounds},
+    }
+    if not recheck:
+        return [heal]
+    again = forsaken_arm(config, heal["model"], client, forget_ids, unlearned["overrides"])
+    rechecked = {
+        **heal,
+        "variant": f"{heal['variant']}+recheck",
+        "model": again["model"],
+        "seconds": heal["seconds"] + again["seconds"],
+        "sample-passes": _sum_passes(heal["sample-passes"], again["sample-passes"]),
+        "bytes": heal["bytes"] + again["bytes"],
+        "fields": {
+            **heal["fields"],
+            "recheck-rounds": again["fields"]["unlearn-rounds"],
+            "recheck-steps": again["fields"]["forsaken-steps"],
+            "recheck-unlearning": again["fields"]["unlearning"],
+        },
+    }
+    return [heal, rechecked]
+
+
+def _sum_passes(a: SamplePasses, b: SamplePasses) -> SamplePasses:
+    """The sample-passes of ``a`` then ``b`` (phases added)."""
+    phases = set(a.by_phase) | set(b.by_phase)
+    timed = set(a.seconds_by_phase) | set(b.seconds_by_phase)
+    return SamplePasses(
+        forward=a.forward + b.forward,
+        backward=a.backward + b.backward,
+        by_phase={n: a.by_phase.get(n, 0) + b.by_phase.get(n, 0) for n in phases},
+        seconds_by_phase={n: a.seconds_by_phase.get(n, 0.0) + b.seconds_by_phase.get(n, 0.0) for n in timed},
+    )
 
 
 def baseline_arm(config: RunConfig, trained: Any, forget_ids: np.ndarray, method: str) -> dict[str, Any]:
@@ -853,6 +930,7 @@ def run_in_parallel(args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
     units = [(d, p, seed) for seed in args.seeds for d in args.datasets for p in args.partitionings]
     passed = ["--clients", str(args.num_clients), "--threads", str(args.threads), "--no-bar"]
     passed += ["--target", args.target, "--grain", args.grain, "--ulira", str(args.ulira)]
+    passed += ["--heal", str(args.heal)] + (["--recheck"] if args.recheck else [])
     if args.baselines:
         passed += ["--baselines", *args.baselines]
     for name in ("num_rounds", "local_epochs", "forsaken_steps", "unlearn_rounds", "max_train_samples"):
@@ -1077,6 +1155,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ulira", type=int, default=0, metavar="K", help="U-LiRA check with K further trainings"
     )
+    parser.add_argument(
+        "--heal",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also run every Forsaken variant followed by ROUNDS FedAvg rounds on the remaining data "
+        "(variant <variant>+heal<ROUNDS>)",
+    )
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="with --heal: also unlearn each healed model again with its variant (<variant>+heal<R>+recheck)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--progress", action="store_true", help="tqdm bars over the FedAvg rounds too")
     parser.add_argument("--no-bar", action="store_true", help="no progress bar over the trained models")
@@ -1093,6 +1184,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.variants = [{**common, **parse_variant(v, parser)} for v in args.variants]
     if args.ulira < 0:
         parser.error(f"--ulira {args.ulira}: expected K >= 0")
+    if args.heal < 0:
+        parser.error(f"--heal {args.heal}: expected ROUNDS >= 0")
+    if args.recheck and not args.heal:
+        parser.error("--recheck unlearns the healed model again: it needs --heal ROUNDS >= 1")
     if args.fractions and not all(0 < f < 1 for f in args.fractions):
         parser.error(f"--fractions {args.fractions}: each must be in (0, 1)")
     if args.datasets is None:
@@ -1204,6 +1299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "forsaken-overrides": args.forsaken,
         "variants": [variant_name(v) for v in args.variants],
         "ulira": args.ulira,
+        "heal": args.heal,
+        "recheck": args.recheck,
         "baselines": args.baselines,
         "dataset-settings": {k: v for k, v in DATASET_SETTINGS.items() if k in args.datasets},
         "targets": {

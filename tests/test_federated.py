@@ -284,6 +284,34 @@ def test_benchmark_variants_share_the_original_and_the_retrain_and_ulira_compare
     assert "**U-LiRA check**" in out.with_suffix(".md").read_text()
 
 
+def test_benchmark_heals_with_the_federations_next_round_and_rechecks_at_cumulative_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from simulations import forsaken_benchmark
+
+    out = tmp_path / "b.json"
+    argv = ["--quick", "--datasets", "memorise", "--rounds", "2", "--forsaken-steps", "2"]
+    argv += ["--unlearn-rounds", "1", "--heal", "1", "--recheck", "--out", str(out)]
+    assert forsaken_benchmark.main(argv) == 0
+    plain, healed, rechecked = json.loads(out.read_text())["cases"]
+    assert [c["variant"] for c in (plain, healed, rechecked)] == [
+        "default",
+        "default+heal1",
+        "default+heal1+recheck",
+    ]
+    # one FedAvg round of every client on its remaining data: 2 passes per sample per local epoch at least
+    heal_passes = healed["passes-unlearn"]["total"] - plain["passes-unlearn"]["total"]
+    assert heal_passes >= 2 * 3 * (healed["client-0-train"] - healed["num-forget"])
+    assert healed["profile-unlearn"]["heal"]["passes"] == heal_passes
+    assert rechecked["passes-unlearn"]["total"] > healed["passes-unlearn"]["total"]
+    assert plain["bytes-unlearn"] < healed["bytes-unlearn"] < rechecked["bytes-unlearn"]
+    assert healed["heal-rounds"] == rechecked["heal-rounds"] == 1 and rechecked["recheck-rounds"] == 1
+    assert healed["acc-forsaken"] != plain["acc-forsaken"]  # the round trained the model
+    with pytest.raises(SystemExit):
+        forsaken_benchmark.parse_args(["--recheck"])
+    assert "needs --heal ROUNDS >= 1" in capsys.readouterr().err
+
+
 def test_benchmark_forsaken_overrides_are_typed_and_checked(capsys: pytest.CaptureFixture[str]) -> None:
     from simulations.forsaken_benchmark import parse_args
 
