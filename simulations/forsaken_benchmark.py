@@ -52,9 +52,11 @@ model **memorises**: the judge's AUC on it is >= 0.65 where the data allows; ``-
 
 9. With ``--heal R``: every Forsaken variant's model followed by ``R`` FedAvg rounds of the whole
    federation on the remaining data (what a live federation does next anyway; variant
-   ``<variant>+healR``), and with ``--recheck`` that model unlearned again by the same variant
-   (``<variant>+healR+recheck``: the owner looks at its forget set once more after the federation
-   trained on). Costed cumulatively: the variant's sample-passes, seconds and bytes plus the rounds'.
+   ``<variant>+healR``; with ``--baselines retrain`` the retrained model too, ``retrain+healR``: how
+   far the same rounds move a model that never saw the forget set), and with ``--recheck`` each
+   healed Forsaken model unlearned again by the same variant (``<variant>+healR+recheck``: the owner
+   looks at its forget set once more after the federation trained on). Costed cumulatively: the
+   variant's sample-passes, seconds and bytes plus the rounds'.
 
 Reported per case: the judge's power on the original model, FR / AUC / verdict per attack, test
 accuracy (original, Forsaken, retrain), wall seconds, sample-passes and bytes sent of Forsaken and
@@ -322,20 +324,27 @@ def run_group(group: Group, args: argparse.Namespace, log: Any) -> list[dict[str
         owner_retrain = wj.owner_heldout_auc(retrain["model"])
         label = case_label(name, request)
         arms = [forsaken_arm(config, original_model, client, forget_ids, o) for o in args.variants]
-        if args.heal:
-            arms += [
-                healed
-                for arm in list(arms)
-                for healed in healed_arms(
-                    config, trained, client, forget_ids, arm, rounds=args.heal, recheck=args.recheck
-                )
-            ]
         arms += [
             reseeded_retrain_arm(config, forget_ids)
             if m == RESEEDED_RETRAIN
             else baseline_arm(config, trained, forget_ids, m)
             for m in args.baselines
         ]
+        if args.heal:  # Forsaken's arms and retraining's (how far the extra rounds move the reference)
+            arms += [
+                healed
+                for arm in list(arms)
+                if arm["method"] in ("forsaken", "retrain")
+                for healed in healed_arms(
+                    config,
+                    trained,
+                    client,
+                    forget_ids,
+                    arm,
+                    rounds=args.heal,
+                    recheck=args.recheck and arm["method"] == "forsaken",
+                )
+            ]
         for arm in arms:
             on_arm = wj.judged(before, wj.look(arm["model"]))
             acc = test_accuracy(config, arm["model"])
@@ -447,10 +456,11 @@ def healed_arms(
     rounds: int,
     recheck: bool,
 ) -> list[dict[str, Any]]:
-    """A Forsaken arm followed by ``rounds`` FedAvg rounds of the whole federation on the remaining data
-    (``fedforget.baselines.finetune.run_repair``: what a live federation does next anyway), variant
-    ``<variant>+heal<rounds>``; with ``recheck``, also that model unlearned again by the same variant
-    (the owner looks at its forget set once more after the federation trained on), variant
+    """A Forsaken arm (or the ``retrain`` baseline's) followed by ``rounds`` FedAvg rounds of the whole
+    federation on the remaining data (``fedforget.baselines.finetune.run_repair``: what a live
+    federation does next anyway), variant ``<variant>+heal<rounds>``, still judged against retraining
+    without those rounds; with ``recheck`` (Forsaken's arms), also that model unlearned again by the
+    same variant (the owner looks at its forget set once more after the federation trained on), variant
     ``<variant>+heal<rounds>+recheck``. Each costs the arm's passes, seconds and bytes plus its own
     (a round: 2 model transfers per client)."""
     state = {k: v.detach().clone() for k, v in unlearned["model"].state_dict().items()}
@@ -458,17 +468,17 @@ def healed_arms(
         healed, seconds, _, _ = run_repair(trained, {0: forget_ids}, state, rounds, method="heal")
     heal = {
         "variant": f"{unlearned['variant']}+heal{rounds}",
-        "method": "forsaken",
+        "method": unlearned["method"],
         "model": model_from_state(config, healed),
         "seconds": unlearned["seconds"] + seconds,
         "sample-passes": _sum_passes(unlearned["sample-passes"], passes),
         "bytes": unlearned["bytes"] + 2 * rounds * config.num_clients * state_nbytes(healed),
-        "overrides": unlearned["overrides"],
+        "overrides": unlearned.get("overrides", {}),
         "fields": {**unlearned["fields"], "heal-rounds": rounds},
     }
     if not recheck:
         return [heal]
-    again = forsaken_arm(config, heal["model"], client, forget_ids, unlearned["overrides"])
+    again = forsaken_arm(config, heal["model"], client, forget_ids, heal["overrides"])
     rechecked = {
         **heal,
         "variant": f"{heal['variant']}+recheck",

@@ -291,14 +291,18 @@ def test_benchmark_heals_with_the_federations_next_round_and_rechecks_at_cumulat
 
     out = tmp_path / "b.json"
     argv = ["--quick", "--datasets", "memorise", "--rounds", "2", "--forsaken-steps", "2"]
-    argv += ["--unlearn-rounds", "1", "--heal", "1", "--recheck", "--out", str(out)]
-    assert forsaken_benchmark.main(argv) == 0
-    plain, healed, rechecked = json.loads(out.read_text())["cases"]
-    assert [c["variant"] for c in (plain, healed, rechecked)] == [
-        "default",
-        "default+heal1",
-        "default+heal1+recheck",
+    argv += ["--unlearn-rounds", "1", "--heal", "1", "--recheck", "--baselines", "retrain"]
+    assert forsaken_benchmark.main([*argv, "--out", str(out)]) == 0
+    plain, retrained, healed, rechecked, retrained_healed = json.loads(out.read_text())["cases"]
+    assert [(c["variant"], c["method"]) for c in (plain, retrained, healed, rechecked, retrained_healed)] == [
+        ("default", "forsaken"),
+        ("retrain", "retrain"),
+        ("default+heal1", "forsaken"),
+        ("default+heal1+recheck", "forsaken"),
+        ("retrain+heal1", "retrain"),  # the reference given the same round: never rechecked
     ]
+    moved = [retrained_healed[f"auc-forsaken-{a}"] - retrained[f"auc-forsaken-{a}"] for a in plain["attacks"]]
+    assert any(m != 0 for m in moved)  # the round trained the retrained model too
     # one FedAvg round of every client on its remaining data: 2 passes per sample per local epoch at least
     heal_passes = healed["passes-unlearn"]["total"] - plain["passes-unlearn"]["total"]
     assert heal_passes >= 2 * 3 * (healed["client-0-train"] - healed["num-forget"])
