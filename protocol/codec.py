@@ -35,6 +35,11 @@ SAMPLES_X, SAMPLES_Y = "x", "y"
 """The arrays of a record of samples (:func:`samples_to_record`)."""
 
 
+def record_nbytes(record: ArrayRecord) -> int:
+    """The bytes of a record's arrays as they travel (the payload the benchmarks count as sent)."""
+    return sum(record[k].numpy().nbytes for k in record)
+
+
 def samples_to_record(samples: tuple[np.ndarray, np.ndarray]) -> ArrayRecord:
     """Samples ``(x, y)`` as an ``ArrayRecord`` (``x``: float32 features, ``y``: int64 labels)."""
     x, y = samples

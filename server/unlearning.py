@@ -45,7 +45,7 @@ from fedforget.steer import steer_reference
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
 from fedforget.verify import model_hash  # noqa: F401 - receipts' hash, re-exported
 from protocol import messages as wire
-from protocol.codec import samples_to_record
+from protocol.codec import record_nbytes, samples_to_record
 from protocol.replies import ProtocolError, decode_unlearn
 from server.attempt import Attempt, new_cost
 from server.console import RoundTable
@@ -53,10 +53,6 @@ from server.evaluator import QUERY_TIMEOUT_S, KnownRequest, message_config
 from server.exchange import exchange
 from server.server_methods import SERVER_METHODS, run_server_method
 from server.validation import parameter_names, validate_mask
-
-
-def _nbytes(record: ArrayRecord) -> int:
-    return sum(record[k].numpy().nbytes for k in record)
 
 
 @dataclasses.dataclass
@@ -120,8 +116,8 @@ class GridTransport:
             if self.steer_reference is not None:
                 content[wire.STEER_REFERENCE] = self.steer_reference
             messages.append(Message(content, dst_node_id=node_id, message_type=wire.UNLEARN))
-        lent_bytes = _nbytes(self.steer_reference) if self.steer_reference is not None else 0
-        bytes_down = (_nbytes(arrays) + lent_bytes) * len(messages)
+        lent_bytes = record_nbytes(self.steer_reference) if self.steer_reference is not None else 0
+        bytes_down = (record_nbytes(arrays) + lent_bytes) * len(messages)
         run.record.append_metrics(
             {
                 "round": attempt.server_round,

@@ -45,6 +45,7 @@ from fedforget.steer import (
     with_lent_reference,
 )
 from fedforget.unlearning_attempt import MaskReply, MaskRound, run_attempt
+from protocol.codec import record_nbytes, samples_to_record
 from server.validation import parameter_names, validate_mask
 
 __all__ = ["RoundObserver", "unlearn_like_the_federation"]
@@ -84,8 +85,8 @@ class _InProcess:
         _, self.x_forget, self.y_forget = client.subset(forget_ids)
         lent = lent_reference(config)
         self.reference = with_lent_reference((client.x_holdout, client.y_holdout), lent)
-        # as train.unlearn carries them (protocol.codec.samples_to_record): float32 features, int64 labels
-        self.lent_bytes = int(lent[0].size) * 4 + int(lent[1].size) * 8
+        # as train.unlearn carries them, encoded as the server encodes them
+        self.lent_bytes = record_nbytes(samples_to_record(lent)) if len(lent[1]) else 0
         retained = client.without(forget_ids)
         self.retained = (retained.x_train, retained.y_train)
         self.trainable = parameter_names(model)

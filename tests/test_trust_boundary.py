@@ -405,11 +405,13 @@ def test_fuzzed_replies_decode_or_fail_with_one_protocol_error(
 def test_lent_samples_round_trip_and_bad_ones_are_refused_in_one_line() -> None:
     """``steer-reference`` (server -> device): what the device decodes is what the server sent, and a
     record that does not fit the device's data is a ValueError naming what is wrong."""
-    from protocol.codec import samples_from_record, samples_to_record
+    from protocol.codec import record_nbytes, samples_from_record, samples_to_record
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(7, 3, 2)).astype(np.float32), np.arange(7) % 4
     fits = {"feature_shape": (3, 2), "num_classes": 4, "what": "steer-reference"}
+    # the bytes the benchmarks count as sent: float32 features, int64 labels, whatever the input dtypes
+    assert record_nbytes(samples_to_record((x.astype(np.float64), y.astype(np.int8)))) == 42 * 4 + 7 * 8
     got_x, got_y = samples_from_record(samples_to_record((x, y)), **fits)
     assert np.array_equal(got_x, x) and np.array_equal(got_y, y) and got_y.dtype == np.int64
     bad_nan = x.copy()
